@@ -1,0 +1,39 @@
+# The single front door. Every target sets up what it needs on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install system-deps lint test demo bench bench-sandbox reliability clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	bash scripts/system-deps
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: install system-deps lint
+	$(BIN)/pytest
+
+demo: install
+	$(BIN)/basketball-api demo
+
+bench: install
+	$(PY) -m bench.refresh
+
+bench-sandbox: install
+	$(PY) -m bench.sandbox_throughput
+
+clean:
+	rm -rf $(VENV) var bench/out .pytest_cache .mypy_cache .ruff_cache

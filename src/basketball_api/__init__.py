@@ -1,0 +1,1 @@
+"""basketball-api: orders, Stripe Checkout payments and stranded-order monitoring."""

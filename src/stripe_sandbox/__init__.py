@@ -1,0 +1,1 @@
+"""A local, stateful stand-in for the parts of Stripe that basketball-api uses."""
