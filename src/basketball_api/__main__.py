@@ -1,0 +1,3 @@
+from basketball_api.cli import main
+
+main()

@@ -1,0 +1,73 @@
+"""App factory and lifespan: builds the engine, the Stripe gateway and the refresher task,
+and tears them down in reverse. Nothing happens at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
+
+from basketball_api import orders, routes, webhooks
+from basketball_api.db import make_engine, make_session_factory, transaction
+from basketball_api.deps import Services, get_services
+from basketball_api.errors import install_error_handlers
+from basketball_api.metrics import Metrics
+from basketball_api.refresher import PendingRow, Refresher
+from basketball_api.settings import Settings
+from basketball_api.stripe_gateway import StripeGateway
+
+
+def _load_pending(factory: object) -> list[PendingRow]:
+    with transaction(factory) as db:  # type: ignore[arg-type]
+        return orders.load_pending_rows(db)
+
+
+def create_app(settings: Settings | None = None, *, start_refresher: bool = True) -> FastAPI:
+    """A fully wired app; ``start_refresher=False`` lets tests drive refreshes by hand."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        factory = make_session_factory(engine)
+        gateway = StripeGateway.from_settings(settings, metrics)
+        refresher = Refresher(
+            load_pending=partial(_load_pending, factory),
+            source=gateway,
+            metrics=metrics,
+            interval_seconds=settings.refresh_interval_seconds,
+            deadline_seconds=settings.refresh_deadline_seconds,
+            grace_seconds=settings.expiry_grace_seconds,
+        )
+        app.state.services = Services(settings, metrics, factory, gateway, refresher)
+        metrics.up.set(1)
+        if start_refresher:
+            refresher.start()
+        try:
+            yield
+        finally:
+            metrics.up.set(0)
+            await refresher.stop()
+            await gateway.aclose()
+            engine.dispose()
+
+    app = FastAPI(
+        title="basketball-api",
+        summary="Orders and Stripe Checkout payments for a youth basketball club.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    webhooks.install_webhook_errors(app, get_services)
+    app.include_router(routes.router)
+    app.include_router(webhooks.router)
+    Instrumentator(
+        registry=metrics.registry,
+        excluded_handlers=["/metrics"],
+        should_group_untemplated=True,
+    ).instrument(app)
+    return app

@@ -1,0 +1,114 @@
+"""Every Prometheus metric of the service, on one registry per app instance.
+
+Names are a cross-repo contract (see the README's metric contract); keep them verbatim.
+``/metrics`` serves what is stored here, so a scrape costs the same at any number of orders.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from basketball_api.models import Category
+
+CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
+
+WEBHOOK_ERROR_REASONS = (
+    "no_secret",
+    "missing_signature",
+    "bad_signature",
+    "stale_timestamp",
+    "bad_payload",
+    "too_large",
+    "processing_error",
+)
+
+
+class Metrics:
+    """The service's metrics; one instance per app so tests never share state."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.up = Gauge("basketball_api_up", "1 while the process serves.", registry=r)
+        self.webhook_errors = Counter(
+            "basketball_api_webhook_errors",
+            "Webhook requests refused or failed, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.webhook_events = Counter(
+            "basketball_api_webhook_events",
+            "Verified webhook events, by type and what was done with them.",
+            ["type", "result"],
+            registry=r,
+        )
+        self.expired = Gauge(
+            "basketball_api_pending_orders_with_expired_session",
+            "Orders in pending whose Checkout Session has expired (a dead payment link).",
+            ["category"],
+            registry=r,
+        )
+        self.completed = Gauge(
+            "basketball_api_pending_orders_with_completed_session",
+            "Orders in pending whose Checkout Session is complete and paid (a lost webhook).",
+            ["category"],
+            registry=r,
+        )
+        self.open = Gauge(
+            "basketball_api_pending_orders_with_open_session",
+            "Orders in pending whose Checkout Session is still open.",
+            ["category"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "basketball_api_pending_orders_refresh_last_success_timestamp_seconds",
+            "Unix time of the last successful refresh of the pending-order gauges.",
+            registry=r,
+        )
+        self.duration = Gauge(
+            "basketball_api_pending_orders_refresh_duration_seconds",
+            "How long the last refresh attempt took.",
+            registry=r,
+        )
+        self.refreshes = Counter(
+            "basketball_api_pending_orders_refreshes",
+            "Refresh attempts, by result.",
+            ["result"],
+            registry=r,
+        )
+        self.refresh_errors = Counter(
+            "basketball_api_pending_orders_refresh_errors",
+            "Failed refreshes, by bounded cause.",
+            ["reason"],
+            registry=r,
+        )
+        self.interval = Gauge(
+            "basketball_api_refresh_interval_seconds",
+            "The configured interval between refreshes.",
+            registry=r,
+        )
+        self.stripe_requests = Counter(
+            "basketball_api_stripe_requests",
+            "Requests sent to Stripe, by endpoint and outcome.",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        for result in ("success", "error"):
+            self.refreshes.labels(result=result)
+        for reason in WEBHOOK_ERROR_REASONS:
+            self.webhook_errors.labels(reason=reason)
+
+    def publish_counts(
+        self,
+        expired: dict[str, int],
+        completed: dict[str, int],
+        open_: dict[str, int],
+    ) -> None:
+        """Set every category of the pending-order gauges (0 when none)."""
+        for category in CATEGORIES:
+            self.expired.labels(category=category).set(expired.get(category, 0))
+            self.completed.labels(category=category).set(completed.get(category, 0))
+            self.open.labels(category=category).set(open_.get(category, 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

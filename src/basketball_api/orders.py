@@ -1,0 +1,166 @@
+"""Orders: creation with a Checkout Session, cancellation, and the one status transition.
+
+Functions here run in a worker thread with one database session (one transaction owned by the
+caller); ``stripe`` is a synchronous facade over the async gateway for that thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from basketball_api.errors import Conflict, NotFound, Unprocessable
+from basketball_api.models import Order, OrderStatus, Product
+from basketball_api.refresher import PendingRow
+from basketball_api.stripe_gateway import SessionSnapshot
+
+log = structlog.get_logger("basketball_api.orders")
+
+_ALLOWED = {
+    (OrderStatus.pending, OrderStatus.paid),
+    (OrderStatus.pending, OrderStatus.cancelled),
+}
+
+
+class InvalidTransition(Conflict):
+    pass
+
+
+def transition(order: Order, target: OrderStatus, *, cause: str) -> bool:
+    """The only way an order changes status. Returns False when it already is ``target``."""
+    if order.status == target:
+        return False
+    if (order.status, target) not in _ALLOWED:
+        raise InvalidTransition(
+            f"order {order.id} is {order.status.value}, cannot become {target.value}"
+        )
+    now = datetime.now(UTC)
+    log.info(
+        "order_transition", order_id=order.id, old=order.status.value, new=target.value, cause=cause
+    )
+    order.status = target
+    if target == OrderStatus.paid:
+        order.paid_at = now
+    elif target == OrderStatus.cancelled:
+        order.cancelled_at = now
+    return True
+
+
+class CheckoutCreator(Protocol):
+    """The synchronous Stripe calls order handling needs."""
+
+    def create_checkout_session(self, order: Order, product: Product) -> SessionSnapshot: ...
+    def expire_session(self, session_id: str) -> SessionSnapshot: ...
+    def retrieve_session(self, session_id: str) -> SessionSnapshot: ...
+
+
+def epoch(moment: datetime | None) -> int:
+    if moment is None:
+        return 0
+    if moment.tzinfo is None:  # SQLite hands back naive UTC
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def from_epoch(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def get_order(db: Session, order_id: int, *, for_update: bool = False) -> Order:
+    stmt = select(Order).where(Order.id == order_id)
+    if for_update:
+        stmt = stmt.with_for_update(of=Order)
+    order = db.scalars(stmt).first()
+    if order is None:
+        raise NotFound(f"order {order_id} does not exist")
+    return order
+
+
+def list_products(db: Session) -> Sequence[Product]:
+    return db.scalars(select(Product).order_by(Product.id)).all()
+
+
+def attach_session(order: Order, snapshot: SessionSnapshot) -> None:
+    order.stripe_checkout_session_id = snapshot.id
+    order.checkout_url = snapshot.url
+    order.checkout_session_created_at = from_epoch(snapshot.created)
+    order.checkout_session_expires_at = from_epoch(snapshot.expires_at)
+
+
+def create_order(
+    db: Session,
+    stripe: CheckoutCreator,
+    *,
+    product_id: int,
+    parent_email: str,
+    player_name: str,
+    quantity: int,
+    with_checkout: bool,
+) -> Order:
+    """A pending order and, unless asked not to, its Checkout Session.
+
+    The session is created inside the order's transaction: if Stripe fails, the caller rolls
+    back and no order is left without its link.
+    """
+    product = db.get(Product, product_id)
+    if product is None:
+        raise NotFound(f"product {product_id} does not exist")
+    if not product.active:
+        raise Unprocessable(f"product {product_id} ({product.name}) is not on sale")
+    order = Order(
+        product=product,
+        status=OrderStatus.pending,
+        quantity=quantity,
+        amount=product.unit_amount * quantity,
+        currency=product.currency,
+        parent_email=parent_email,
+        player_name=player_name,
+    )
+    db.add(order)
+    db.flush()
+    if with_checkout:
+        attach_session(order, stripe.create_checkout_session(order, product))
+        db.flush()
+    return order
+
+
+def cancel_order(db: Session, stripe: CheckoutCreator, order_id: int) -> Order:
+    """Cancel a pending order; its payment link is expired first so nobody can pay it."""
+    order = get_order(db, order_id, for_update=True)
+    if order.status == OrderStatus.cancelled:
+        return order
+    if order.status != OrderStatus.pending:
+        raise Conflict(f"order {order_id} is {order.status.value} and cannot be cancelled")
+    if order.stripe_checkout_session_id:
+        snapshot = stripe.retrieve_session(order.stripe_checkout_session_id)
+        if snapshot.status == "open":
+            snapshot = stripe.expire_session(snapshot.id)
+        if snapshot.status == "complete":
+            raise Conflict(f"order {order_id} was already paid at Stripe; it cannot be cancelled")
+    transition(order, OrderStatus.cancelled, cause="cancel_request")
+    db.flush()
+    return order
+
+
+def load_pending_rows(db: Session) -> list[PendingRow]:
+    """Pending orders with a session: only the three columns the refresher needs."""
+    stmt = (
+        select(
+            Order.stripe_checkout_session_id,
+            Product.category,
+            Order.checkout_session_created_at,
+        )
+        .join(Product, Product.id == Order.product_id)
+        .where(Order.status == OrderStatus.pending)
+        .where(Order.stripe_checkout_session_id.is_not(None))
+    )
+    return [
+        PendingRow(session_id, category.value, epoch(created_at))
+        for session_id, category, created_at in db.execute(stmt).tuples()
+        if session_id is not None
+    ]

@@ -1,0 +1,106 @@
+"""Products, orders, health and metrics."""
+
+from __future__ import annotations
+
+import html
+import time
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import HTMLResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from basketball_api import orders
+from basketball_api.db import transaction
+from basketball_api.deps import ServicesDep, ThreadStripe
+from basketball_api.schemas import ErrorOut, OrderCreate, OrderOut, ProductOut
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorOut, "description": "Unknown product or order"},
+    409: {"model": ErrorOut, "description": "The order is not in a state that allows this"},
+    502: {"model": ErrorOut, "description": "Stripe refused the request"},
+    503: {"model": ErrorOut, "description": "Stripe unavailable; nothing was written"},
+}
+
+
+@router.get("/health", tags=["ops"])
+def health(services: ServicesDep) -> dict[str, object]:
+    """Liveness and readiness: answers while the process serves, whatever Stripe does."""
+    last = services.refresher.last_success_at
+    return {
+        "status": "ok",
+        "refresh": {
+            "succeeded_once": services.refresher.counts is not None,
+            "last_success_age_seconds": round(time.time() - last, 1) if last else None,
+        },
+    }
+
+
+@router.get("/metrics", tags=["ops"], response_class=Response)
+def metrics(services: ServicesDep) -> Response:
+    """Prometheus exposition of precomputed values; costs nothing per order."""
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/products", tags=["orders"])
+def list_products(services: ServicesDep) -> list[ProductOut]:
+    with transaction(services.sessions) as db:
+        return [ProductOut.model_validate(p) for p in orders.list_products(db)]
+
+
+@router.post(
+    "/orders",
+    tags=["orders"],
+    status_code=status.HTTP_201_CREATED,
+    responses={k: v for k, v in _ERRORS.items() if k != 409},
+)
+def create_order(body: OrderCreate, services: ServicesDep) -> OrderOut:
+    """Create a pending order and its Stripe Checkout link (``checkout_url``)."""
+    stripe = ThreadStripe(services.gateway, services.settings)
+    with transaction(services.sessions) as db:
+        order = orders.create_order(
+            db,
+            stripe,
+            product_id=body.product_id,
+            parent_email=str(body.parent_email),
+            player_name=body.player_name,
+            quantity=body.quantity,
+            with_checkout=body.create_checkout,
+        )
+        return OrderOut.of(order)
+
+
+@router.get("/orders/{order_id}", tags=["orders"], responses={404: _ERRORS[404]})
+def get_order(order_id: int, services: ServicesDep) -> OrderOut:
+    with transaction(services.sessions) as db:
+        return OrderOut.of(orders.get_order(db, order_id))
+
+
+@router.post("/orders/{order_id}/cancel", tags=["orders"], responses=_ERRORS)
+def cancel_order(order_id: int, services: ServicesDep) -> OrderOut:
+    """Cancel a pending order; its payment link is expired at Stripe first."""
+    stripe = ThreadStripe(services.gateway, services.settings)
+    with transaction(services.sessions) as db:
+        return OrderOut.of(orders.cancel_order(db, stripe, order_id))
+
+
+@router.get("/checkout/done", tags=["orders"], response_class=HTMLResponse)
+def checkout_done(
+    services: ServicesDep,
+    order: int = Query(gt=0),
+    result: str = Query(pattern="^(paid|cancelled)$"),
+) -> HTMLResponse:
+    """Where Stripe Checkout sends the parent back."""
+    with transaction(services.sessions) as db:
+        current = orders.get_order(db, order)
+        state = current.status.value
+    if result == "paid":
+        text = f"Thank you! Order {order} is {state}."
+        if state == "pending":
+            text += " Your payment is being confirmed; this page can be closed."
+    else:
+        text = (
+            f"Payment cancelled. Order {order} is {state}; the link stays valid until it expires."
+        )
+    return HTMLResponse(f"<!doctype html><title>basketball-api</title><h1>{html.escape(text)}</h1>")

@@ -1,0 +1,69 @@
+"""Every knob of the service, read from the environment (pydantic-settings).
+
+Defaults are safe for a laptop: a SQLite file and the local Stripe sandbox, no keys needed.
+Outside ``ENVIRONMENT=local`` placeholder secrets are refused at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SANDBOX_API_KEY = "sk_test_sandbox"
+SANDBOX_API_BASE = "http://127.0.0.1:12111"
+STRIPE_API_BASE = "https://api.stripe.com"
+
+
+class Settings(BaseSettings):
+    """Configuration; each field maps to the upper-case environment variable of its name."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    environment: Literal["local", "production"] = "local"
+    database_url: str = "sqlite:///var/basketball.db"
+
+    stripe_api_key: SecretStr = SecretStr(SANDBOX_API_KEY)
+    stripe_api_base: str = SANDBOX_API_BASE
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
+    stripe_timeout_seconds: float = Field(default=10.0, gt=0)
+    stripe_rate_limit_per_second: float = Field(default=20.0, gt=0, le=100)
+    stripe_max_concurrency: int = Field(default=8, ge=1, le=64)
+    stripe_rate_limit_retries: int = Field(default=4, ge=0, le=20)
+
+    public_base_url: str = "http://127.0.0.1:8000"
+    checkout_expires_after_seconds: int = Field(default=24 * 3600, ge=30 * 60, le=24 * 3600)
+
+    refresh_interval_seconds: float = Field(default=300.0, gt=0, le=300)
+    refresh_deadline_seconds: float = Field(default=120.0, gt=0)
+    expiry_grace_seconds: float = Field(default=60.0, ge=0)
+
+    webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    admin_token: SecretStr | None = None
+    heal_paid_orders: bool = False
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_outside_local(self) -> Settings:
+        if self.environment == "local":
+            return self
+        problems = []
+        if self.stripe_api_key.get_secret_value() in ("", SANDBOX_API_KEY):
+            problems.append("STRIPE_API_KEY is the sandbox placeholder")
+        if self.stripe_webhook_secret is None:
+            problems.append("STRIPE_WEBHOOK_SECRET is not set")
+        if self.admin_token is None or len(self.admin_token.get_secret_value()) < 16:
+            problems.append("ADMIN_TOKEN is not set (16 characters at least)")
+        if self.database_url.startswith("sqlite"):
+            problems.append("DATABASE_URL points at SQLite; production runs on PostgreSQL")
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    @property
+    def uses_sandbox(self) -> bool:
+        return self.stripe_api_base.rstrip("/") != STRIPE_API_BASE

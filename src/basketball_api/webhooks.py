@@ -1,0 +1,171 @@
+"""``POST /webhooks/stripe``: verify (fail closed), record the event id once, apply it.
+
+Verification is a dependency; applying runs in one transaction whose first write is the event
+id under a unique constraint, so a duplicate delivery (even to another replica at the same
+moment) is recognised and applied zero more times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import stripe
+import structlog
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from basketball_api.db import transaction
+from basketball_api.deps import Services, ServicesDep
+from basketball_api.models import Order, OrderStatus, ProcessedWebhookEvent
+from basketball_api.orders import InvalidTransition, transition
+from basketball_api.stripe_gateway import SessionSnapshot
+
+log = structlog.get_logger("basketball_api.webhooks")
+router = APIRouter()
+
+SIGNATURE_TOLERANCE_SECONDS = 300
+HANDLED = frozenset(
+    {
+        "checkout.session.completed",
+        "checkout.session.expired",
+        "checkout.session.async_payment_succeeded",
+        "checkout.session.async_payment_failed",
+    }
+)
+
+
+class WebhookRefused(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Applied:
+    result: str  # applied | duplicate | ignored
+    category: str | None = None
+    order_pending: bool = False
+
+
+async def verified_event(request: Request, services: ServicesDep) -> dict[str, Any]:
+    """The event, only if Stripe signed it with our secret; otherwise a refusal."""
+    secret = services.settings.stripe_webhook_secret
+    if secret is None:
+        raise WebhookRefused(503, "no_secret", "webhook secret not configured; refusing events")
+    limit = services.settings.webhook_max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise WebhookRefused(413, "too_large", f"payload larger than {limit} bytes")
+    body = await request.body()
+    if len(body) > limit:
+        raise WebhookRefused(413, "too_large", f"payload larger than {limit} bytes")
+    header = request.headers.get("stripe-signature")
+    if not header:
+        raise WebhookRefused(400, "missing_signature", "Stripe-Signature header missing")
+    try:
+        event = stripe.Webhook.construct_event(
+            body, header, secret.get_secret_value(), tolerance=SIGNATURE_TOLERANCE_SECONDS
+        )
+    except stripe.SignatureVerificationError as e:
+        stale = "tolerance" in str(e).lower()
+        reason = "stale_timestamp" if stale else "bad_signature"
+        raise WebhookRefused(400, reason, "signature verification failed") from e
+    except ValueError as e:
+        raise WebhookRefused(400, "bad_payload", "payload is not a Stripe event") from e
+    data: dict[str, Any] = event.to_dict()
+    if not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
+        raise WebhookRefused(400, "bad_payload", "event has no id or type")
+    return data
+
+
+def apply_event(factory: sessionmaker[Session], event: dict[str, Any]) -> Applied:
+    """Apply one verified event exactly once; safe to call concurrently from many processes."""
+    try:
+        with transaction(factory) as db:
+            db.add(ProcessedWebhookEvent(stripe_event_id=event["id"], type=event["type"]))
+            db.flush()
+            return _apply(db, event)
+    except IntegrityError:
+        return Applied("duplicate")
+
+
+def _apply(db: Session, event: dict[str, Any]) -> Applied:
+    kind = event["type"]
+    obj = (event.get("data") or {}).get("object") or {}
+    if kind not in HANDLED or obj.get("object") != "checkout.session":
+        return Applied("ignored")
+    order = _find_order(db, obj)
+    if order is None:
+        log.info("webhook_unknown_order", event_id=event["id"], type=kind)
+        return Applied("ignored")
+    category = order.product.category.value
+    paid = kind == "checkout.session.async_payment_succeeded" or (
+        kind == "checkout.session.completed" and obj.get("payment_status") == "paid"
+    )
+    if paid:
+        try:
+            transition(order, OrderStatus.paid, cause=kind)
+        except InvalidTransition:
+            # Money arrived for a cancelled order: keep the record, tell the operators.
+            log.warning("payment_for_cancelled_order", order_id=order.id, event_id=event["id"])
+            return Applied("ignored", category, False)
+    # checkout.session.expired leaves the order pending: a dead link is what the gauge counts.
+    is_current = order.stripe_checkout_session_id == obj.get("id")
+    return Applied("applied", category, order.status == OrderStatus.pending and is_current)
+
+
+def _find_order(db: Session, session: dict[str, Any]) -> Order | None:
+    conditions = [Order.stripe_checkout_session_id == session.get("id")]
+    reference = session.get("client_reference_id")
+    if isinstance(reference, str) and reference.isdigit():
+        conditions.append(Order.id == int(reference))
+    stmt = select(Order).where(or_(*conditions)).with_for_update(of=Order)
+    return db.scalars(stmt).first()
+
+
+@router.post("/webhooks/stripe", tags=["webhooks"])
+async def stripe_webhook(
+    event: Annotated[dict[str, Any], Depends(verified_event)], services: ServicesDep
+) -> dict[str, str]:
+    """Receives Stripe's signed events (configure this URL in the Stripe dashboard)."""
+    try:
+        applied = await run_in_threadpool(apply_event, services.sessions, event)
+    except Exception as e:
+        services.metrics.webhook_errors.labels(reason="processing_error").inc()
+        log.warning(
+            "webhook_failed", event_id=event["id"], type=event["type"], error=type(e).__name__
+        )
+        raise WebhookRefused(500, "processing_error", "event not applied; Stripe will retry") from e
+    services.metrics.webhook_events.labels(type=event["type"], result=applied.result).inc()
+    if applied.result == "applied" and applied.category is not None:
+        _observe(services, event, applied)
+    return {"status": applied.result}
+
+
+def _observe(services: Services, event: dict[str, Any], applied: Applied) -> None:
+    snapshot = SessionSnapshot.from_stripe(event["data"]["object"])
+    services.refresher.observe(
+        snapshot,
+        category=applied.category or "",
+        order_pending=applied.order_pending,
+        event=event["type"],
+    )
+
+
+def install_webhook_errors(app: Any, services_of: Any) -> None:
+    async def refused(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, WebhookRefused)
+        services: Services = services_of(request)
+        if exc.reason != "processing_error":
+            services.metrics.webhook_errors.labels(reason=exc.reason).inc()
+            log.warning("webhook_refused", reason=exc.reason, status=exc.status)
+        return JSONResponse({"detail": exc.message, "code": exc.reason}, exc.status)
+
+    app.add_exception_handler(WebhookRefused, refused)
