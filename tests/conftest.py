@@ -1,10 +1,66 @@
-"""Shared fixtures. Async tests use anyio's pytest plugin on asyncio."""
+"""Shared fixtures. Async tests use anyio's pytest plugin on asyncio.
+
+Tests that touch SQL run on both SQLite and a real PostgreSQL (``TEST_DATABASE_URL``, default
+the local server's ``test`` database, in which each run creates and drops its own database).
+The schema is always built by Alembic.
+"""
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
+
+from basketball_api.db import make_engine, upgrade_database
+
+PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of our own on the PostgreSQL server, migrated once, dropped at the end."""
+    admin = make_url(PG_ADMIN_URL)
+    name = f"basketball_test_{uuid.uuid4().hex[:10]}"
+    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        pytest.fail(f"PostgreSQL is required for the SQL tests ({PG_ADMIN_URL}): {e}")
+    with conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.set(database=name, drivername="postgresql+psycopg").render_as_string(
+        hide_password=False
+    )
+    upgrade_database(url)
+    yield url
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _truncate(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE orders, processed_webhook_events RESTART IDENTITY")
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database (products seeded by the migration) on each engine."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+        upgrade_database(url)
+        return url
+    url: str = request.getfixturevalue("postgres_url")
+    _truncate(url)
+    return url

@@ -1,0 +1,82 @@
+"""Test doubles for the refresher's collaborators."""
+
+from __future__ import annotations
+
+from basketball_api.stripe_gateway import (
+    EventPage,
+    SessionEvent,
+    SessionSnapshot,
+    StripeFailure,
+)
+
+
+class FakeStripe:
+    """An in-memory ``SessionSource``: sessions, an events feed, a call counter, failures."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+        self.sessions: dict[str, SessionSnapshot] = {}
+        self.events: list[SessionEvent] = []
+        self.calls = 0
+        self.fail_with: StripeFailure | None = None
+
+    def add(
+        self,
+        sid: str,
+        status: str = "open",
+        *,
+        created: int | None = None,
+        payment_status: str = "unpaid",
+        lifetime: int = 86400,
+    ) -> SessionSnapshot:
+        created = int(self.now) if created is None else created
+        snap = SessionSnapshot(sid, status, payment_status, created, created + lifetime)
+        self.sessions[sid] = snap
+        return snap
+
+    def complete(self, sid: str) -> None:
+        old = self.sessions[sid]
+        snap = SessionSnapshot(sid, "complete", "paid", old.created, old.expires_at)
+        self.sessions[sid] = snap
+        self.events.append(
+            SessionEvent(
+                f"evt_{len(self.events)}", "checkout.session.completed", int(self.now), snap
+            )
+        )
+
+    def _call(self) -> None:
+        self.calls += 1
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    def stripe_now(self) -> float:
+        return self.now
+
+    async def latest_event_id(self) -> str | None:
+        self._call()
+        return self.events[-1].id if self.events else None
+
+    async def events_after(self, cursor: str) -> EventPage:
+        self._call()
+        ids = [e.id for e in self.events]
+        newer = self.events[ids.index(cursor) + 1 :]
+        return EventPage(newer, newer[-1].id if newer else cursor)
+
+    async def events_since(self, created_gte: int) -> EventPage:
+        self._call()
+        newer = [e for e in self.events if e.created >= created_gte]
+        return EventPage(newer, newer[-1].id if newer else None)
+
+    async def list_sessions(
+        self, *, created_gte: int, created_lte: int, status: str | None = None
+    ) -> list[SessionSnapshot]:
+        self._call()
+        return [
+            s
+            for s in self.sessions.values()
+            if created_gte <= s.created <= created_lte and status in (None, s.status)
+        ]
+
+    async def retrieve_session(self, session_id: str) -> SessionSnapshot:
+        self._call()
+        return self.sessions[session_id]
