@@ -80,3 +80,44 @@ class FakeStripe:
     async def retrieve_session(self, session_id: str) -> SessionSnapshot:
         self._call()
         return self.sessions[session_id]
+
+
+def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    """A ``Stripe-Signature`` header value in Stripe's scheme."""
+    import hashlib
+    import hmac
+    import time
+
+    t = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def session_event(
+    event_id: str,
+    kind: str,
+    *,
+    session_id: str,
+    order_id: int,
+    status: str = "complete",
+    payment_status: str = "paid",
+) -> dict[str, object]:
+    """A Stripe event carrying a Checkout Session snapshot."""
+    return {
+        "id": event_id,
+        "object": "event",
+        "type": kind,
+        "created": 1_800_000_000,
+        "data": {
+            "object": {
+                "id": session_id,
+                "object": "checkout.session",
+                "status": status,
+                "payment_status": payment_status,
+                "client_reference_id": str(order_id),
+                "created": 1_800_000_000,
+                "expires_at": 1_800_086_400,
+                "metadata": {"order_id": str(order_id)},
+            }
+        },
+    }

@@ -1,0 +1,168 @@
+"""Webhooks: signatures fail closed, each event applies once, expiry leaves orders pending."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from basketball_api.app import create_app
+from basketball_api.settings import Settings
+from tests.fakes import session_event, sign
+
+SECRET = "whsec_test_secret"
+
+
+def make_client(database_url: str, secret: str | None = SECRET) -> TestClient:
+    settings = Settings(
+        database_url=database_url,
+        stripe_webhook_secret=secret,
+        stripe_api_base="http://127.0.0.1:9",  # no Stripe needed here
+    )
+    return TestClient(create_app(settings, start_refresher=False))
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient]:
+    with make_client(database_url) as c:
+        yield c
+
+
+def pending_order(client: TestClient) -> int:
+    body = {
+        "product_id": 1,
+        "parent_email": "a@example.org",
+        "player_name": "Ann",
+        "create_checkout": False,
+    }
+    r = client.post("/orders", json=body)
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def deliver(client: TestClient, event: dict[str, object], secret: str = SECRET, **kw: int):
+    payload = json.dumps(event).encode()
+    headers = {
+        "Stripe-Signature": sign(payload, secret, kw.get("t")),
+        "Content-Type": "application/json",
+    }
+    return client.post("/webhooks/stripe", content=payload, headers=headers)
+
+
+def metric_line(client: TestClient, prefix: str) -> str:
+    return next(l for l in client.get("/metrics").text.splitlines() if l.startswith(prefix))
+
+
+def test_completed_and_paid_marks_the_order_paid_once(client: TestClient) -> None:
+    order_id = pending_order(client)
+    event = session_event(
+        "evt_1", "checkout.session.completed", session_id="cs_x", order_id=order_id
+    )
+    first = deliver(client, event)
+    again = deliver(client, event)
+
+    assert (first.status_code, first.json()) == (200, {"status": "applied"})
+    assert again.json() == {"status": "duplicate"}
+    order = client.get(f"/orders/{order_id}").json()
+    assert order["status"] == "paid"
+    assert order["paid_at"] is not None
+
+
+def test_expired_session_leaves_the_order_pending(client: TestClient) -> None:
+    order_id = pending_order(client)
+    event = session_event(
+        "evt_2",
+        "checkout.session.expired",
+        session_id="cs_y",
+        order_id=order_id,
+        status="expired",
+        payment_status="unpaid",
+    )
+    assert deliver(client, event).status_code == 200
+    assert client.get(f"/orders/{order_id}").json()["status"] == "pending"
+
+
+def test_async_payment_paths(client: TestClient) -> None:
+    order_id = pending_order(client)
+    unpaid = session_event(
+        "evt_3",
+        "checkout.session.completed",
+        session_id="cs_z",
+        order_id=order_id,
+        payment_status="unpaid",
+    )
+    deliver(client, unpaid)
+    assert client.get(f"/orders/{order_id}").json()["status"] == "pending"
+    succeeded = session_event(
+        "evt_4", "checkout.session.async_payment_succeeded", session_id="cs_z", order_id=order_id
+    )
+    deliver(client, succeeded)
+    assert client.get(f"/orders/{order_id}").json()["status"] == "paid"
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "missing_signature"),
+        ({"Stripe-Signature": "garbage"}, "bad_signature"),
+        ({"Stripe-Signature": sign(b"{}", "whsec_other")}, "bad_signature"),
+        ({"Stripe-Signature": sign(b"{}", SECRET, int(time.time()) - 301)}, "stale_timestamp"),
+    ],
+)
+def test_bad_signatures_are_refused_and_counted(
+    client: TestClient, headers: dict[str, str], reason: str
+) -> None:
+    r = client.post("/webhooks/stripe", content=b"{}", headers=headers)
+    assert r.status_code == 400
+    assert r.json()["code"] == reason
+    assert metric_line(
+        client, f'basketball_api_webhook_errors_total{{reason="{reason}"}}'
+    ).endswith(" 1.0")
+
+
+def test_rotated_secret_with_several_v1_values_is_accepted(client: TestClient) -> None:
+    order_id = pending_order(client)
+    payload = json.dumps(
+        session_event("evt_5", "checkout.session.completed", session_id="cs_r", order_id=order_id)
+    ).encode()
+    t = int(time.time())
+    good = sign(payload, SECRET, t).split(",")[1]
+    header = f"t={t},v1={'0' * 64},{good}"
+    r = client.post("/webhooks/stripe", content=payload, headers={"Stripe-Signature": header})
+    assert r.status_code == 200
+
+
+def test_oversized_bodies_are_refused(client: TestClient) -> None:
+    payload = b"{" + b" " * (300 * 1024) + b"}"
+    r = client.post(
+        "/webhooks/stripe", content=payload, headers={"Stripe-Signature": sign(payload, SECRET)}
+    )
+    assert r.status_code == 413
+
+
+def test_without_a_secret_nothing_is_accepted(database_url: str) -> None:
+    with make_client(database_url, secret=None) as client:
+        order_id = pending_order(client)
+        event = session_event(
+            "evt_6", "checkout.session.completed", session_id="cs_n", order_id=order_id
+        )
+        r = deliver(client, event)
+        assert r.status_code == 503
+        assert r.json()["code"] == "no_secret"
+        assert client.get(f"/orders/{order_id}").json()["status"] == "pending"
+
+
+def test_signed_but_unrelated_events_are_ignored(client: TestClient) -> None:
+    r = deliver(
+        client,
+        {
+            "id": "evt_7",
+            "object": "event",
+            "type": "customer.created",
+            "data": {"object": {"object": "customer"}},
+        },
+    )
+    assert r.json() == {"status": "ignored"}
