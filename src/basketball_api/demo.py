@@ -23,10 +23,10 @@ from types import FrameType
 import httpx
 import stripe
 from rich.console import Console
-from stripe_sandbox.control import SandboxControl
 
 from basketball_api.db import upgrade_database
 from basketball_api.settings import SANDBOX_API_BASE, SANDBOX_API_KEY
+from stripe_sandbox.control import SandboxControl
 
 API = "http://127.0.0.1:8000"
 EXPECTED = {"tournament": 18, "monthly": 6, "jersey": 0}
@@ -160,7 +160,7 @@ def run_demo(*, keep_running: bool = True, workdir: Path | None = None) -> int:
             )
             with (
                 httpx.Client(base_url=API, timeout=30) as client,
-                httpx.Client(base_url=SANDBOX_API_BASE, timeout=60) as sandbox,
+                SandboxControl(SANDBOX_API_BASE, timeout=60) as sandbox,
             ):
                 live_link = seed(client, sdk, sandbox)
                 gauge = _wait_for_gauge(client)

@@ -114,3 +114,18 @@ class ProcessedWebhookEvent(Base):
     stripe_event_id: Mapped[str] = mapped_column(String(255), unique=True)
     type: Mapped[str] = mapped_column(String(100))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CheckoutLink(Base):
+    """Every Checkout Session an order ever had, kept for audit when a link is reissued."""
+
+    __tablename__ = "checkout_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    stripe_checkout_session_id: Mapped[str] = mapped_column(String(255), unique=True)
+    url: Mapped[str | None] = mapped_column(Text)
+    recovery_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replaced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from basketball_api.errors import Conflict, NotFound, Unprocessable
-from basketball_api.models import Order, OrderStatus, Product
+from basketball_api.models import CheckoutLink, Order, OrderStatus, Product
 from basketball_api.refresher import PendingRow
 from basketball_api.stripe_gateway import SessionSnapshot
 
@@ -85,11 +85,21 @@ def list_products(db: Session) -> Sequence[Product]:
     return db.scalars(select(Product).order_by(Product.id)).all()
 
 
-def attach_session(order: Order, snapshot: SessionSnapshot) -> None:
+def attach_session(db: Session, order: Order, snapshot: SessionSnapshot) -> None:
+    """Make ``snapshot`` the order's link, keeping every link it ever had for audit."""
     order.stripe_checkout_session_id = snapshot.id
     order.checkout_url = snapshot.url
     order.checkout_session_created_at = from_epoch(snapshot.created)
     order.checkout_session_expires_at = from_epoch(snapshot.expires_at)
+    db.add(
+        CheckoutLink(
+            order_id=order.id,
+            stripe_checkout_session_id=snapshot.id,
+            url=snapshot.url,
+            created_at=from_epoch(snapshot.created),
+            expires_at=from_epoch(snapshot.expires_at),
+        )
+    )
 
 
 def create_order(
@@ -124,7 +134,7 @@ def create_order(
     db.add(order)
     db.flush()
     if with_checkout:
-        attach_session(order, stripe.create_checkout_session(order, product))
+        attach_session(db, order, stripe.create_checkout_session(order, product))
         db.flush()
     return order
 
