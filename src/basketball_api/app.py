@@ -8,21 +8,18 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from basketball_api import orders, routes, webhooks
+from basketball_api import admin, recovery, routes, webhooks
 from basketball_api.db import make_engine, make_session_factory, transaction
 from basketball_api.deps import Services, get_services
 from basketball_api.errors import install_error_handlers
 from basketball_api.metrics import Metrics
-from basketball_api.refresher import PendingRow, Refresher
+from basketball_api.ops import load_pending
+from basketball_api.refresher import Refresher
 from basketball_api.settings import Settings
 from basketball_api.stripe_gateway import StripeGateway
-
-
-def _load_pending(factory: object) -> list[PendingRow]:
-    with transaction(factory) as db:  # type: ignore[arg-type]
-        return orders.load_pending_rows(db)
 
 
 def create_app(settings: Settings | None = None, *, start_refresher: bool = True) -> FastAPI:
@@ -35,8 +32,17 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
         engine = make_engine(settings.database_url)
         factory = make_session_factory(engine)
         gateway = StripeGateway.from_settings(settings, metrics)
+
+        async def heal(session_ids: list[str]) -> list[str]:
+            def work() -> list[str]:
+                with transaction(factory) as db:
+                    return recovery.heal_paid_orders(db, session_ids)
+
+            return await run_in_threadpool(work)
+
         refresher = Refresher(
-            load_pending=partial(_load_pending, factory),
+            heal_paid=heal if settings.heal_paid_orders else None,
+            load_pending=partial(load_pending, factory),
             source=gateway,
             metrics=metrics,
             interval_seconds=settings.refresh_interval_seconds,
@@ -65,6 +71,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
     webhooks.install_webhook_errors(app, get_services)
     app.include_router(routes.router)
     app.include_router(webhooks.router)
+    app.include_router(admin.router)
     Instrumentator(
         registry=metrics.registry,
         excluded_handlers=["/metrics"],

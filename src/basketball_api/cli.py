@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import anyio
+import anyio.to_thread
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from basketball_api.errors import DomainError
 from basketball_api.knowledge import Counts
 from basketball_api.logging_setup import configure_logging
 from basketball_api.metrics import CATEGORIES
 from basketball_api.settings import Settings
+
+if TYPE_CHECKING:
+    from basketball_api.recovery import StrandedOrder
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()
@@ -74,9 +80,9 @@ def refresh(
 async def _refresh_once(settings: Settings) -> tuple[bool, Counts | None]:
     from functools import partial
 
-    from basketball_api.app import _load_pending
     from basketball_api.db import make_engine, make_session_factory
     from basketball_api.metrics import Metrics
+    from basketball_api.ops import load_pending
     from basketball_api.refresher import Refresher
     from basketball_api.stripe_gateway import StripeGateway
 
@@ -85,7 +91,7 @@ async def _refresh_once(settings: Settings) -> tuple[bool, Counts | None]:
     gateway = StripeGateway.from_settings(settings, metrics)
     try:
         refresher = Refresher(
-            load_pending=partial(_load_pending, make_session_factory(engine)),
+            load_pending=partial(load_pending, make_session_factory(engine)),
             source=gateway,
             metrics=metrics,
             deadline_seconds=settings.refresh_deadline_seconds,
@@ -96,6 +102,122 @@ async def _refresh_once(settings: Settings) -> tuple[bool, Counts | None]:
     finally:
         await gateway.aclose()
         engine.dispose()
+
+
+@app.command()
+def stranded(
+    category: Annotated[
+        str | None, typer.Option(help="Only this category (tournament, monthly, jersey).")
+    ] = None,
+) -> None:
+    """List pending orders whose payment link is dead (asks Stripe, changes nothing)."""
+    _check_category(category)
+    settings = _settings()
+    rows = asyncio.run(_stranded(settings, category))
+    table = Table("order", "category", "product", "parent", "link dead for", "amount")
+    for s in rows:
+        hours, minutes = divmod(s.dead_for_seconds // 60, 60)
+        table.add_row(
+            str(s.order_id),
+            s.category,
+            s.product_name,
+            s.parent_email,
+            f"{hours} h {minutes:02d} min",
+            f"{s.amount / 100:.2f} {s.currency.upper()}",
+        )
+    console.print(table)
+    console.print(f"{len(rows)} stranded order(s)")
+
+
+def _check_category(category: str | None) -> None:
+    if category is not None and category not in CATEGORIES:
+        console.print(f"[red]unknown category {category!r}[/red]; one of {', '.join(CATEGORIES)}")
+        raise typer.Exit(2)
+
+
+async def _stranded(settings: Settings, category: str | None) -> list[StrandedOrder]:
+    from basketball_api.db import transaction
+    from basketball_api.ops import toolkit
+    from basketball_api.recovery import stranded_orders
+
+    async with toolkit(settings) as kit:
+        with transaction(kit.sessions) as db:
+            return stranded_orders(
+                db,
+                kit.knowledge,
+                now=kit.gateway.stripe_now(),
+                grace=settings.expiry_grace_seconds,
+                category=category,
+            )
+
+
+@app.command()
+def relink(
+    category: Annotated[str | None, typer.Option(help="Only this category.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done.")] = False,
+    email: Annotated[bool, typer.Option(help="Email each parent the new link (SMTP).")] = False,
+) -> None:
+    """Reissue a fresh Checkout link for every stranded order (one live link per order)."""
+    _check_category(category)
+    settings = _settings()
+    _done, failed = anyio.run(_relink, settings, category, dry_run, email)
+    raise typer.Exit(1 if failed else 0)
+
+
+async def _relink(
+    settings: Settings, category: str | None, dry_run: bool, email: bool
+) -> tuple[int, int]:
+    from rich.progress import Progress
+
+    from basketball_api import notify
+    from basketball_api.db import transaction
+    from basketball_api.deps import ThreadStripe
+    from basketball_api.ops import toolkit
+    from basketball_api.recovery import reissue_link, stranded_orders
+    from basketball_api.stripe_gateway import StripeFailure
+
+    async with toolkit(settings) as kit:
+        with transaction(kit.sessions) as db:
+            targets = stranded_orders(
+                db,
+                kit.knowledge,
+                now=kit.gateway.stripe_now(),
+                grace=settings.expiry_grace_seconds,
+                category=category,
+            )
+        if dry_run:
+            for s in targets:
+                console.print(f"would reissue order {s.order_id} ({s.category}, {s.product_name})")
+            console.print(f"{len(targets)} order(s) would get a new link")
+            return 0, 0
+        stripe = ThreadStripe(kit.gateway, settings)
+        done = failed = 0
+
+        def one(order_id: int) -> None:
+            with transaction(kit.sessions) as db:
+                result = reissue_link(db, stripe, order_id)
+                order = result.order
+                if result.created and email and order.checkout_url:
+                    notify.send_new_link(
+                        settings,
+                        to=order.parent_email,
+                        order_id=order.id,
+                        product=order.product.name,
+                        url=order.checkout_url,
+                    )
+
+        with Progress(console=console) as progress:
+            task = progress.add_task("reissuing links", total=len(targets))
+            for s in targets:
+                try:
+                    await anyio.to_thread.run_sync(one, s.order_id)
+                    done += 1
+                except (StripeFailure, DomainError) as e:
+                    failed += 1
+                    console.print(f"[red]order {s.order_id}: {e}[/red]")
+                progress.advance(task)
+        console.print(f"{done} link(s) reissued, {failed} failed")
+        return done, failed
 
 
 @app.command("stripe-sandbox")
@@ -109,9 +231,8 @@ def stripe_sandbox(
     ] = None,
 ) -> None:
     """Run the local Stripe sandbox (a development and test tool, not part of the API)."""
-    from stripe_sandbox.server import serve as serve_sandbox
-
     from stripe_sandbox.config import SandboxConfig
+    from stripe_sandbox.server import serve as serve_sandbox
 
     configure_logging()
     config = SandboxConfig(api_key=api_key, webhook_url=webhook_url, webhook_secret=webhook_secret)

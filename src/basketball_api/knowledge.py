@@ -131,6 +131,9 @@ class SessionKnowledge:
     def forget(self, session_id: str) -> None:
         self._facts.pop(session_id, None)
 
+    def sessions_in(self, state: SessionState) -> list[str]:
+        return [s for s, p in self._facts.items() if p & 0b111 == state]
+
     def unknown(self) -> list[str]:
         return [s for s, p in self._facts.items() if p & 0b111 == SessionState.UNKNOWN]
 

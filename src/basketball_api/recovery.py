@@ -145,7 +145,7 @@ def _expire_quietly(stripe: CheckoutCreator, session_id: str) -> None:
         log.warning("orphan_session_not_expired", session_id=session_id)
 
 
-def heal_paid_orders(db: Session, session_ids: Iterable[str]) -> list[int]:
+def heal_paid_orders(db: Session, session_ids: Iterable[str]) -> list[str]:
     """Mark paid the pending orders whose session Stripe says is paid (their webhook was lost)."""
     ids = list(session_ids)
     if not ids:
@@ -165,6 +165,6 @@ def heal_paid_orders(db: Session, session_ids: Iterable[str]) -> list[int]:
             session_id=order.stripe_checkout_session_id,
             audit="paid at Stripe, webhook never applied",
         )
-        healed.append(order.id)
+        healed.append(str(order.stripe_checkout_session_id))
     db.flush()
     return healed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +57,7 @@ class SessionSource(Protocol):
 
 
 LoadPending = Callable[[], Sequence[PendingRow]]
+HealPaid = Callable[[list[str]], Awaitable[list[str]]]
 
 
 def learn_snapshot(
@@ -144,7 +145,9 @@ class Refresher:
         deadline_seconds: float = 120.0,
         grace_seconds: float = 60.0,
         knowledge: SessionKnowledge | None = None,
+        heal_paid: HealPaid | None = None,
     ) -> None:
+        self.heal_paid = heal_paid
         self.load_pending = load_pending
         self.source = source
         self.metrics = metrics
@@ -202,7 +205,21 @@ class Refresher:
             duration_seconds=round(duration, 3),
             stripe_calls=self.source.calls - calls_before,
         )
+        if self.heal_paid is not None and any(counts.completed.values()):
+            await self._heal()
         return True
+
+    async def _heal(self) -> None:
+        """Mark paid the pending orders Stripe says are paid; a separate step, not the refresh."""
+        try:
+            healed = await self.heal_paid(self.knowledge.sessions_in(SessionState.PAID))  # type: ignore[misc]
+        except Exception as e:  # healing is retried next cycle; it must not end the loop
+            log.warning("heal_failed", error=describe(e))
+            return
+        for session_id in healed:
+            self.knowledge.forget(session_id)
+        counts = self.counts = self.knowledge.counts(self.source.stripe_now(), self.grace)
+        self.metrics.publish_counts(counts.expired, counts.completed, counts.open)
 
     async def run(self) -> None:
         """Refresh at start-up, then every interval, until :meth:`stop`."""

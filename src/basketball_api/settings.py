@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     heal_paid_orders: bool = False
 
+    smtp_host: str | None = None  # unset: no email is sent
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_sender: str = "payments@basketball-club.example"
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
 
