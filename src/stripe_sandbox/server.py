@@ -50,7 +50,8 @@ class BackgroundServer:
     @property
     def url(self) -> str:
         """``http://host:port``, without a trailing slash."""
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -61,7 +62,10 @@ class BackgroundServer:
         """Bind, start serving and wait until connections are accepted."""
         if self.running:
             return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio only turns Nagle off (TCP_NODELAY) on sockets
+        # whose proto says TCP, and without it every response waits ~40 ms for an ACK.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self._requested_port if self.port == 0 else self.port))
