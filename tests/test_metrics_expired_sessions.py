@@ -105,3 +105,46 @@ async def test_a_database_failure_is_survived_the_same_way() -> None:
     with capture_logs() as logs:
         assert await refresher.run_cycle() is False
     assert [e["reason"] for e in logs if e["log_level"] == "warning"] == ["database"]
+
+
+# -- end to end: the app and the sandbox over HTTP with the real SDK --------------------------
+
+
+def test_expiring_a_session_raises_the_gauge_and_paying_an_order_does_not_count(
+    database_url: str,
+) -> None:
+    from tests.stack import running_stack
+
+    with running_stack(database_url) as stack:
+        stranded = stack.order("monthly")
+        paid = stack.order("monthly")
+        open_ = stack.order("jersey")
+        assert stack.refresh() == {"tournament": 0, "monthly": 0, "jersey": 0}
+
+        stack.sdk.v1.checkout.sessions.expire(stranded["checkout_session_id"])
+        stack.sandbox.pay(paid["checkout_session_id"])
+        stack.sandbox.wait_for_webhooks(timeout=10)
+
+        assert stack.gauge()["monthly"] == 1.0  # the webhook moved it before any refresh
+        assert stack.refresh() == {"tournament": 0, "monthly": 1, "jersey": 0}
+        assert stack.api.get(f"/orders/{paid['id']}").json()["status"] == "paid"
+        assert stack.api.get(f"/orders/{stranded['id']}").json()["status"] == "pending"
+        assert stack.gauge("basketball_api_pending_orders_with_open_session")["jersey"] == 1.0
+        assert open_["checkout_url"].startswith(stack.sandbox_url)
+
+
+def test_lost_webhooks_are_caught_by_the_next_refresh(database_url: str) -> None:
+    from tests.stack import running_stack
+
+    with running_stack(database_url) as stack:
+        a = stack.order("tournament")
+        b = stack.order("jersey")
+        stack.refresh()
+        stack.sandbox.drop_next_webhooks(2)
+        stack.sdk.v1.checkout.sessions.expire(a["checkout_session_id"])
+        stack.sandbox.pay(b["checkout_session_id"])
+        stack.sandbox.wait_for_webhooks(timeout=10)
+
+        assert stack.refresh()["tournament"] == 0  # the manual expiry's webhook was lost...
+        completed = stack.gauge("basketball_api_pending_orders_with_completed_session")
+        assert completed["jersey"] == 1.0  # ...but the lost payment is seen in the events feed

@@ -171,6 +171,6 @@ def load_pending_rows(db: Session) -> list[PendingRow]:
     )
     return [
         PendingRow(session_id, category.value, epoch(created_at))
-        for session_id, category, created_at in db.execute(stmt).tuples()
+        for session_id, category, created_at in db.execute(stmt)
         if session_id is not None
     ]

@@ -55,7 +55,7 @@ def stranded_orders(
         .order_by(Order.checkout_session_expires_at, Order.id)
     )
     out = []
-    for order, name, cat in db.execute(stmt).tuples():
+    for order, name, cat in db.execute(stmt):
         sid = order.stripe_checkout_session_id
         if sid is None or (category and cat.value != category):
             continue
