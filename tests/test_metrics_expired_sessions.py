@@ -148,3 +148,20 @@ def test_lost_webhooks_are_caught_by_the_next_refresh(database_url: str) -> None
         assert stack.refresh()["tournament"] == 0  # the manual expiry's webhook was lost...
         completed = stack.gauge("basketball_api_pending_orders_with_completed_session")
         assert completed["jersey"] == 1.0  # ...but the lost payment is seen in the events feed
+
+
+def test_links_that_time_out_are_counted_without_asking_stripe_about_each(
+    database_url: str,
+) -> None:
+    from tests.stack import running_stack
+
+    with running_stack(database_url) as stack:
+        orders = [stack.order(c) for c in ("tournament", "tournament", "monthly", "jersey")]
+        stack.refresh()
+        stack.sandbox.pay(orders[3]["checkout_session_id"])
+        stack.sandbox.wait_for_webhooks(timeout=10)
+        stack.sandbox.advance_clock(25 * 3600)  # every other link times out
+        stack.sandbox.reset_request_counts()
+
+        assert stack.refresh() == {"tournament": 2, "monthly": 1, "jersey": 0}
+        assert sum(stack.sandbox.request_counts().values()) == 1  # the events feed, nothing else

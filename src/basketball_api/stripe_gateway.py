@@ -351,7 +351,8 @@ class StripeGateway:
         if not date:
             return
         try:
-            server = parsedate_to_datetime(date).timestamp()
+            # IMF-fixdate is 29 characters; a repeated header arrives comma-joined: take the last.
+            server = parsedate_to_datetime(date[-29:]).timestamp()
         except (TypeError, ValueError):
             return
         self.clock_offset_seconds = server - time.time()

@@ -7,12 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import api, checkout_page, control_api
 from .config import SandboxConfig
+from .date_header import SandboxDateHeader
 from .state import Sandbox
 
 
@@ -54,6 +56,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
             *checkout_page.routes(),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(SandboxDateHeader, now=sandbox.clock.now)],
     )
     app.state.sandbox = sandbox
     return app

@@ -81,6 +81,7 @@ class BackgroundServer:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=self._graceful,
+            date_header=False,  # apps that need one stamp their own (the sandbox does)
         )
         server = uvicorn.Server(config)
         self._server = server
@@ -145,4 +146,5 @@ def serve(host: str, port: int, config: SandboxConfig) -> None:
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=1,
+        date_header=False,  # the sandbox stamps Date from its own clock
     )
