@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -227,6 +227,12 @@ def stripe_route(method: str, template: str, handler: Handler) -> Route:
         traffic = sandbox.traffic
         request_id = new_id("req", 14)
         traffic.count(endpoint_name)
+        # Read the body first: a request whose client gave up during a delay is
+        # still processed, as on Stripe.
+        try:
+            body = await request.body() if method == "POST" else b""
+        except ClientDisconnect:
+            return Response(status_code=499)
         if traffic.latency_seconds > 0:
             await asyncio.sleep(traffic.latency_seconds)
         rule = traffic.pick(endpoint_name)
@@ -245,7 +251,6 @@ def stripe_route(method: str, template: str, handler: Handler) -> Route:
                 or sandbox.config.api_version,
             }
             key = request.headers.get("idempotency-key") if method == "POST" else None
-            body = await request.body() if method == "POST" else b""
             params = parse_form(body) if method == "POST" else parse_query(request.url.query)
             fingerprint = ""
             if key:
