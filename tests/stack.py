@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 import stripe
 from fastapi import FastAPI
+
+from basketball_api.app import create_app
+from basketball_api.settings import Settings
 from stripe_sandbox.app import create_app as create_sandbox
 from stripe_sandbox.config import SandboxConfig
 from stripe_sandbox.control import SandboxControl
 from stripe_sandbox.server import BackgroundServer
-
-from basketball_api.app import create_app
-from basketball_api.settings import Settings
 
 WEBHOOK_SECRET = "whsec_integration_secret"
 ADMIN_TOKEN = "integration-admin-token-0123456789"

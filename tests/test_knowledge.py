@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from tests.fakes import FakeStripe
 
 from basketball_api.knowledge import SessionKnowledge, SessionState, may_replace, state_from
 from basketball_api.metrics import Metrics
 from basketball_api.refresher import PendingRow, Refresher
-from tests.fakes import FakeStripe
 
 pytestmark = pytest.mark.anyio
 

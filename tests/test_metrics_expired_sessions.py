@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
+from tests.fakes import FakeStripe
 
 from basketball_api.metrics import Metrics
 from basketball_api.refresher import PendingRow, Refresher
 from basketball_api.stripe_gateway import StripeUnavailable
-from tests.fakes import FakeStripe
 
 pytestmark = pytest.mark.anyio
 

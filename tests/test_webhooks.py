@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.fakes import session_event, sign
 
 from basketball_api.app import create_app
 from basketball_api.settings import Settings
-from tests.fakes import session_event, sign
 
 SECRET = "whsec_test_secret"
 
@@ -53,7 +53,7 @@ def deliver(client: TestClient, event: dict[str, object], secret: str = SECRET, 
 
 
 def metric_line(client: TestClient, prefix: str) -> str:
-    return next(l for l in client.get("/metrics").text.splitlines() if l.startswith(prefix))
+    return next(x for x in client.get("/metrics").text.splitlines() if x.startswith(prefix))
 
 
 def test_completed_and_paid_marks_the_order_paid_once(client: TestClient) -> None:
