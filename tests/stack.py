@@ -3,7 +3,7 @@ by uvicorn in a thread, the webhook wired between them, driven through real HTTP
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +65,20 @@ class Stack:
         return out
 
 
+class _BuiltOnStart:
+    """An ASGI app built at its first call (the lifespan start-up), once the port is bound."""
+
+    def __init__(self) -> None:
+        self.build: Callable[[], FastAPI] | None = None
+        self.app: FastAPI | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.app is None:
+            assert self.build is not None
+            self.app = self.build()
+        await self.app(scope, receive, send)
+
+
 @contextmanager
 def running_stack(database_url: str, **settings: Any) -> Iterator[Stack]:
     """Sandbox + API; the API's refresher loop is off unless ``start_refresher=True``."""
@@ -73,6 +87,8 @@ def running_stack(database_url: str, **settings: Any) -> Iterator[Stack]:
         SandboxConfig(webhook_secret=WEBHOOK_SECRET, webhook_retry_base_seconds=0.05)
     )
     with BackgroundServer(sandbox_app) as sandbox_server:
+        # The API's port is bound before its app is built, so Checkout's success and cancel
+        # URLs (PUBLIC_BASE_URL) point at this very server unless a test says otherwise.
         config = Settings(
             database_url=database_url,
             stripe_api_base=sandbox_server.url,
@@ -82,8 +98,18 @@ def running_stack(database_url: str, **settings: Any) -> Iterator[Stack]:
             stripe_timeout_seconds=5,
             **settings,
         )
-        app = create_app(config, start_refresher=start_refresher)
-        with BackgroundServer(app) as api_server, SandboxControl(sandbox_server.url) as control:
+        late = _BuiltOnStart()
+        api_server = BackgroundServer(late)
+        if "public_base_url" not in settings:
+            late.build = lambda: create_app(
+                config.model_copy(update={"public_base_url": api_server.url}),
+                start_refresher=start_refresher,
+            )
+        else:
+            late.build = lambda: create_app(config, start_refresher=start_refresher)
+        with api_server, SandboxControl(sandbox_server.url) as control:
+            app = late.app
+            assert app is not None
             control.configure_webhook(f"{api_server.url}/webhooks/stripe", WEBHOOK_SECRET)
             http_client = stripe.HTTPXClient(allow_sync_methods=True)
             sdk = stripe.StripeClient(
