@@ -7,6 +7,7 @@ temporary directory, so there is never a second copy of the rule text to drift.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -181,3 +182,52 @@ def test_stranded_orders_alert_aggregates_replicas_with_max() -> None:
         "max by (namespace, category) (basketball_api_pending_orders_with_expired_session) > 0"
     )
     assert rule["labels"]["severity"] == "page"
+
+
+# --- the runbook and the operations guide follow the rules ----------------------------------
+
+DOCS = rules_io.REPO_ROOT / "docs"
+RUNBOOK_URL = "https://github.com/basketball-club/basketball-api/blob/main/docs/runbook.md"
+
+
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(markdown: Path) -> set[str]:
+    text = markdown.read_text(encoding="utf-8")
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)  # no headings in code blocks
+    return {_github_anchor(m) for m in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
+
+
+@pytest.mark.parametrize("rule", rules_io.alerting_rules(), ids=lambda r: r["alert"])
+def test_runbook_url_points_at_the_alerts_own_runbook_section(rule: dict[str, Any]) -> None:
+    base, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+
+    assert base == RUNBOOK_URL
+    assert anchor == _github_anchor(rule["alert"])
+    assert anchor in _anchors(DOCS / "runbook.md")
+
+
+@pytest.mark.parametrize("doc", ["runbook.md", "operations.md"])
+def test_links_between_the_operations_docs_resolve(doc: str) -> None:
+    text = (DOCS / doc).read_text(encoding="utf-8")
+    for target, anchor in re.findall(r"\]\(([\w.-]*\.md)?#([\w-]+)\)", text):
+        path = DOCS / (target or doc)
+        assert path.exists(), f"{doc} links to missing {target}"
+        assert anchor in _anchors(path), f"{doc} links to missing {target or doc}#{anchor}"
+
+
+def test_operations_guide_tables_every_alert_with_severity_and_for() -> None:
+    text = (DOCS / "operations.md").read_text(encoding="utf-8")
+    rows = {
+        name: (severity, wait)
+        for name, severity, wait in re.findall(
+            r"^\| \[(\w+)\]\(runbook\.md#\w+\) \| (\w+) \| (\w+) \|", text, flags=re.M
+        )
+    }
+
+    assert rows == {
+        r["alert"]: (r["labels"]["severity"], r["for"]) for r in rules_io.alerting_rules()
+    }
