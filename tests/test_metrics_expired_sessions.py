@@ -149,6 +149,18 @@ def test_lost_webhooks_are_caught_by_the_next_refresh(database_url: str) -> None
         completed = stack.gauge("basketball_api_pending_orders_with_completed_session")
         assert completed["jersey"] == 1.0  # ...but the lost payment is seen in the events feed
 
+        # Once the feed has a cursor, later refreshes walk forward from it.
+        c = stack.order("jersey")
+        stack.refresh()
+        stack.sandbox.drop_next_webhooks(1)
+        stack.sandbox.pay(c["checkout_session_id"])
+        stack.sandbox.wait_for_webhooks(timeout=10)
+        stack.sandbox.reset_request_counts()
+        stack.refresh()
+        completed = stack.gauge("basketball_api_pending_orders_with_completed_session")
+        assert completed["jersey"] == 2.0
+        assert stack.sandbox.request_counts() == {"GET /v1/events": 1}
+
 
 def test_links_that_time_out_are_counted_without_asking_stripe_about_each(
     database_url: str,
