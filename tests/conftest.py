@@ -50,7 +50,9 @@ def postgres_url() -> Iterator[str]:
 def _truncate(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE checkout_links, orders, processed_webhook_events RESTART IDENTITY")
+        conn.exec_driver_sql(
+            "TRUNCATE checkout_links, orders, processed_webhook_events RESTART IDENTITY"
+        )
     engine.dispose()
 
 
