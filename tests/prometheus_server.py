@@ -237,7 +237,10 @@ class PrometheusServer:
             return ""
 
     def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
+        """The error lines Prometheus logged, then its last ``lines`` lines."""
+        logged = self.log().splitlines()
+        errors = [line for line in logged if "level=error" in line][:20]
+        return "\n".join([*errors, "...", *logged[-lines:]] if errors else logged[-lines:])
 
     # --- HTTP API -------------------------------------------------------------------------
 

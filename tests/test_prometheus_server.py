@@ -77,6 +77,18 @@ def test_stranded_orders_alert_fires_then_resolves(exporter: Exporter, tmp_path:
         scrape_interval="1s",
         target_labels={"namespace": "basketball-api"},
     ) as prom:
+        prom.wait_for_scrape(timeout=20)
+        assert prom.targets_health() == {f"http://{exporter.target}/metrics": "up"}
+        assert prom.query_values('up{job="basketball-api"}') == {
+            frozenset(
+                {
+                    "__name__": "up",
+                    "instance": exporter.target,
+                    "job": "basketball-api",
+                    "namespace": "basketball-api",
+                }.items()
+            ): 1
+        }
         alert = prom.wait_for_alert(STRANDED, "firing", {"category": "tournament"}, timeout=20)
 
         assert alert is not None
@@ -124,12 +136,8 @@ def test_server_stops_its_own_process(exporter: Exporter) -> None:
     prom = PrometheusServer(targets=[exporter.target])
     with prom:
         pid, port, workdir = prom.pid, prom.port, prom.workdir
-        prom.wait_for_scrape(timeout=20)
-        assert prom.query_values('up{job="basketball-api"}') == {
-            frozenset(
-                {"__name__": "up", "job": "basketball-api", "instance": exporter.target}.items()
-            ): 1
-        }
+        assert prom.config()["scrape_configs"][0]["job_name"] == "basketball-api"
+        assert prom.query("vector(1)")[0]["value"][1] == "1"
 
     assert pid is not None
     assert prom.pid is None
@@ -150,8 +158,11 @@ def test_a_broken_rule_file_fails_start_with_the_log(tmp_path: Path) -> None:
         encoding="utf-8",
     )
 
-    with pytest.raises(PrometheusError, match="exited"), PrometheusServer(rule_files=[broken]):
-        pass
+    with pytest.raises(PrometheusError, match="exited") as failure:
+        PrometheusServer(rule_files=[broken]).start()
+
+    assert "broken.rules.yml" in str(failure.value)
+    assert "parse error" in str(failure.value)
 
 
 @needs_prometheus
