@@ -1,4 +1,4 @@
-"""The live-Prometheus helper: the stranded-orders alert fires and resolves on a real server.
+"""Prometheus on loopback: the stranded-orders alert fires and resolves on a real server.
 
 A tiny exporter served from the test stands in for the service; the rules are the ones
 derived from the PrometheusRule, with every ``for:`` cut to 0s so the alert fires within
