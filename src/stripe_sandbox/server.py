@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -19,7 +19,8 @@ class BackgroundServer:
 
     ``port=0`` picks a free port. The socket is bound before the thread starts, so
     :attr:`url` and :attr:`port` are known at once; :meth:`start` returns when the
-    server accepts connections. After :meth:`stop` the port is free again and a new
+    server accepts connections (after the app's lifespan startup; pass
+    ``lifespan="off"`` for an app without one). After :meth:`stop` the port is free again and a new
     server (for the same app, which keeps its state) may bind it::
 
         with BackgroundServer(create_app()) as server:
@@ -33,6 +34,7 @@ class BackgroundServer:
         port: int = 0,
         *,
         log_level: str = "warning",
+        lifespan: Literal["auto", "on", "off"] = "on",
         graceful_shutdown_seconds: int = 1,
         start_timeout: float = 10.0,
     ) -> None:
@@ -40,6 +42,7 @@ class BackgroundServer:
         self.host = host
         self._requested_port = port
         self._log_level = log_level
+        self._lifespan = lifespan
         self._graceful = graceful_shutdown_seconds
         self._start_timeout = start_timeout
         self._server: uvicorn.Server | None = None
@@ -79,7 +82,7 @@ class BackgroundServer:
             self.app,
             log_level=self._log_level,
             access_log=False,
-            lifespan="on",
+            lifespan=self._lifespan,
             timeout_graceful_shutdown=self._graceful,
             date_header=False,  # apps that need one stamp their own (the sandbox does)
         )
