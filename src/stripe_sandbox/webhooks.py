@@ -92,6 +92,7 @@ class WebhookDispatcher:
         self.drop_marks_delivered = True
         self.duplicate_next = 0
         self.reorder_next = 0
+        self._generation = 0  # bumped by reset(): late results of older work are ignored
 
     # -- configuration and faults -------------------------------------------------
 
@@ -146,7 +147,7 @@ class WebhookDispatcher:
             self.drop_next -= 1
             if self.drop_marks_delivered:
                 event.pending_webhooks = 0
-            self._record(event, 1, "dropped", None, None)
+            self._record_dropped(event)
             return
         job = _Job(event.id)
         if self.duplicate_next > 0:
@@ -222,6 +223,7 @@ class WebhookDispatcher:
         self._held.clear()
         self.attempts.clear()
         self.drop_next = self.duplicate_next = self.reorder_next = 0
+        self._generation += 1
         self._outstanding = self._in_flight
         if self._outstanding == 0:
             self._idle.set()
@@ -270,11 +272,15 @@ class WebhookDispatcher:
         url = self.url
         if event is None or url is None:
             return
+        generation = self._generation
         body = event.to_json()
         delivered = False
         for copy in range(job.copies):
-            ok = await self._post(client, url, body, event, job.attempt, duplicate=copy > 0)
-            delivered = delivered or ok
+            attempt = await self._post(client, url, body, event, job.attempt, duplicate=copy > 0)
+            if self._generation != generation:  # reset while in flight: forget it
+                return
+            self.attempts.append(attempt)
+            delivered = delivered or attempt.outcome == "delivered"
         if delivered:
             event.pending_webhooks = 0
         elif job.attempt < self.max_attempts:
@@ -288,7 +294,7 @@ class WebhookDispatcher:
         event: EventRecord,
         attempt: int,
         duplicate: bool,
-    ) -> bool:
+    ) -> DeliveryAttempt:
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
@@ -296,45 +302,36 @@ class WebhookDispatcher:
         }
         if self.secret is not None:
             headers["Stripe-Signature"] = sign(body, self.secret)
+        status_code: int | None = None
+        error: str | None = None
         try:
             response = await client.post(url, content=body.encode(), headers=headers)
+            status_code = response.status_code
         except httpx.HTTPError as exc:
-            self._record(
-                event, attempt, "failed", None, f"{type(exc).__name__}: {exc}", url, duplicate
-            )
-            return False
-        ok = 200 <= response.status_code < 300
-        self._record(
-            event,
-            attempt,
-            "delivered" if ok else "failed",
-            response.status_code,
-            None,
-            url,
-            duplicate,
+            error = f"{type(exc).__name__}: {exc}"
+        ok = status_code is not None and 200 <= status_code < 300
+        return DeliveryAttempt(
+            event_id=event.id,
+            event_type=event.type,
+            attempt=attempt,
+            outcome="delivered" if ok else "failed",
+            status_code=status_code,
+            error=error,
+            at=time.time(),
+            url=url,
+            duplicate=duplicate,
         )
-        return ok
 
-    def _record(
-        self,
-        event: EventRecord,
-        attempt: int,
-        outcome: str,
-        status_code: int | None,
-        error: str | None,
-        url: str | None = None,
-        duplicate: bool = False,
-    ) -> None:
+    def _record_dropped(self, event: EventRecord) -> None:
         self.attempts.append(
             DeliveryAttempt(
                 event_id=event.id,
                 event_type=event.type,
-                attempt=attempt,
-                outcome=outcome,
-                status_code=status_code,
-                error=error,
+                attempt=1,
+                outcome="dropped",
+                status_code=None,
+                error=None,
                 at=time.time(),
-                url=url or self.url,
-                duplicate=duplicate,
+                url=self.url,
             )
         )
