@@ -146,12 +146,12 @@ class PrometheusServer:
         # A port picked as free can be taken before Prometheus binds it; try again then.
         for _attempt in range(3):
             self.port = free_loopback_port()
-            self._spawn(config_path)
+            process = self._spawn(config_path)
             try:
                 self._wait_ready()
                 return self
             except PrometheusError:
-                exited = self._process is not None and self._process.poll() is not None
+                exited = process.poll() is not None
                 self._terminate()
                 if not (exited and "address already in use" in self.log()):
                     self.stop()
@@ -159,7 +159,7 @@ class PrometheusServer:
         self.stop()
         raise PrometheusError("no free port for Prometheus after 3 attempts")
 
-    def _spawn(self, config_path: Path) -> None:
+    def _spawn(self, config_path: Path) -> subprocess.Popen[bytes]:
         assert self.binary is not None
         assert self.workdir is not None
         storage = self.workdir / f"data-{self.port}"
@@ -175,6 +175,7 @@ class PrometheusServer:
             self._process = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
+        return self._process
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -185,7 +186,7 @@ class PrometheusServer:
                     f"prometheus exited with {self._process.returncode}:\n{self.log_tail()}"
                 )
             try:
-                if self._get("/-/ready").status_code == 200:
+                if self._get("/-/ready", timeout=1.0).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -244,10 +245,12 @@ class PrometheusServer:
 
     # --- HTTP API -------------------------------------------------------------------------
 
-    def _get(self, path: str, params: Mapping[str, str] | None = None) -> httpx.Response:
+    def _get(
+        self, path: str, params: Mapping[str, str] | None = None, timeout: float = 10.0
+    ) -> httpx.Response:
         if self._client is None:
             raise PrometheusError("not started")
-        return self._client.get(f"{self.url}{path}", params=params)
+        return self._client.get(f"{self.url}{path}", params=params, timeout=timeout)
 
     def api(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """``data`` of a successful ``/api/v1/...`` answer; PrometheusError otherwise."""

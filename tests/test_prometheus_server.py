@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
 
+import prometheus_server
 import rules_io
 from prometheus_server import (
     PROMETHEUS,
@@ -183,3 +184,16 @@ def test_promtool_check_metrics_accepts_client_output_and_flags_problems() -> No
     bad = promtool_check_metrics("# TYPE orders counter\norders 1\n")
     assert bad.returncode != 0
     assert '"_total" suffix' in bad.stdout + bad.stderr
+
+
+@needs_prometheus
+def test_a_port_taken_before_start_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        ports = iter([busy.getsockname()[1], prometheus_server.free_loopback_port()])
+        monkeypatch.setattr(prometheus_server, "free_loopback_port", lambda: next(ports))
+
+        with PrometheusServer() as prom:
+            assert prom.port != busy.getsockname()[1]
+            assert prom.query("vector(1)")[0]["value"][1] == "1"
