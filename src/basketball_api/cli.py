@@ -173,7 +173,7 @@ async def _relink(
     from basketball_api.db import transaction
     from basketball_api.deps import ThreadStripe
     from basketball_api.ops import toolkit
-    from basketball_api.recovery import reissue_link, stranded_orders
+    from basketball_api.recovery import reissue, stranded_orders
     from basketball_api.stripe_gateway import StripeFailure
 
     async with toolkit(settings) as kit:
@@ -191,32 +191,34 @@ async def _relink(
             console.print(f"{len(targets)} order(s) would get a new link")
             return 0, 0
         stripe = ThreadStripe(kit.gateway, settings)
-        done = failed = 0
+        done = failed = live = 0
 
-        def one(order_id: int) -> None:
-            with transaction(kit.sessions) as db:
-                result = reissue_link(db, stripe, order_id)
-                order = result.order
-                if result.created and email and order.checkout_url:
-                    notify.send_new_link(
-                        settings,
-                        to=order.parent_email,
-                        order_id=order.id,
-                        product=order.product.name,
-                        url=order.checkout_url,
-                    )
+        def one(order_id: int) -> bool:
+            result = reissue(kit.sessions, stripe, order_id)
+            order = result.order
+            if result.created and email and order.checkout_url:
+                notify.send_new_link(
+                    settings,
+                    to=order.parent_email,
+                    order_id=order.id,
+                    product=order.product.name,
+                    url=order.checkout_url,
+                )
+            return result.created
 
         with Progress(console=console) as progress:
             task = progress.add_task("reissuing links", total=len(targets))
             for s in targets:
                 try:
-                    await anyio.to_thread.run_sync(one, s.order_id)
-                    done += 1
+                    if await anyio.to_thread.run_sync(one, s.order_id):
+                        done += 1
+                    else:
+                        live += 1  # a live link appeared since the listing
                 except (StripeFailure, DomainError) as e:
                     failed += 1
                     console.print(f"[red]order {s.order_id}: {e}[/red]")
                 progress.advance(task)
-        console.print(f"{done} link(s) reissued, {failed} failed")
+        console.print(f"{done} link(s) reissued, {live} already live, {failed} failed")
         return done, failed
 
 

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import structlog
 from sqlalchemy import CursorResult, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from basketball_api.errors import Conflict
 from basketball_api.knowledge import SessionKnowledge, SessionState
 from basketball_api.models import CheckoutLink, Order, OrderStatus, Product
-from basketball_api.orders import CheckoutCreator, attach_session, epoch, get_order, transition
-from basketball_api.stripe_gateway import StripeFailure
+from basketball_api.orders import (
+    CheckoutCreator,
+    attach_session,
+    epoch,
+    from_epoch,
+    get_order,
+    transition,
+)
+from basketball_api.stripe_gateway import SessionSnapshot, StripeFailure
 
 log = structlog.get_logger("basketball_api.recovery")
 
@@ -23,7 +30,7 @@ log = structlog.get_logger("basketball_api.recovery")
 def mask_email(email: str) -> str:
     """``p***@example.org``: enough for an operator to recognise, no more."""
     local, _, domain = email.partition("@")
-    return f"{local[:1]}***@{domain}" if domain else "***"
+    return f"{local[:1]}***@{domain}" if local and domain else "***"
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class StrandedOrder:
     currency: str
     session_id: str
     dead_for_seconds: int
+    recovery_url: str | None = None  # Stripe's recovery link of an earlier expired session
 
 
 def stranded_orders(
@@ -46,7 +54,11 @@ def stranded_orders(
     grace: float,
     category: str | None = None,
 ) -> list[StrandedOrder]:
-    """Pending orders whose current link is dead, oldest dead link first."""
+    """Pending orders whose current link is dead, longest dead first.
+
+    "Dead" is decided exactly as the gauge decides it (the same knowledge, clock and grace),
+    so the list and ``basketball_api_pending_orders_with_expired_session`` agree after a refresh.
+    """
     stmt = (
         select(Order, Product.name, Product.category)
         .join(Product, Product.id == Order.product_id)
@@ -54,12 +66,12 @@ def stranded_orders(
         .where(Order.stripe_checkout_session_id.is_not(None))
         .order_by(Order.checkout_session_expires_at, Order.id)
     )
+    if category is not None:
+        stmt = stmt.where(Product.category == category)
     out = []
     for order, name, cat in db.execute(stmt):
         sid = order.stripe_checkout_session_id
-        if sid is None or (category and cat.value != category):
-            continue
-        if knowledge.state(sid, now, grace) != SessionState.EXPIRED:
+        if sid is None or knowledge.state(sid, now, grace) != SessionState.EXPIRED:
             continue
         out.append(
             StrandedOrder(
@@ -73,7 +85,22 @@ def stranded_orders(
                 dead_for_seconds=max(0, int(now) - epoch(order.checkout_session_expires_at)),
             )
         )
-    return out
+    if not out:
+        return out
+    recovery = _recovery_urls(db)
+    return [replace(s, recovery_url=recovery.get(s.order_id)) for s in out]
+
+
+def _recovery_urls(db: Session) -> dict[int, str]:
+    """The newest recorded recovery URL of each pending order that has one."""
+    stmt = (
+        select(CheckoutLink.order_id, CheckoutLink.recovery_url)
+        .join(Order, Order.id == CheckoutLink.order_id)
+        .where(Order.status == OrderStatus.pending)
+        .where(CheckoutLink.recovery_url.is_not(None))
+        .order_by(CheckoutLink.id)
+    )
+    return {order_id: url for order_id, url in db.execute(stmt) if url}
 
 
 @dataclass(frozen=True)
@@ -81,19 +108,56 @@ class Reissued:
     order: Order
     created: bool  # False: the order already had a live link (or another request made one)
     old_session_id: str | None
+    recovery_url: str | None = None  # Stripe's recovery link of the replaced session, if any
+
+
+def reissue(factory: sessionmaker[Session], stripe: CheckoutCreator, order_id: int) -> Reissued:
+    """:func:`reissue_link` in a transaction of its own.
+
+    If the commit fails after Stripe created the new session, that session is expired, so the
+    order keeps exactly the link the database says it has.
+    """
+    with factory() as db:
+        try:
+            result = reissue_link(db, stripe, order_id)
+        except BaseException:
+            db.rollback()
+            raise
+        # Read before committing: a failed commit's rollback expires the loaded order.
+        fresh = result.order.stripe_checkout_session_id if result.created else None
+        try:
+            db.commit()
+        except BaseException:
+            db.rollback()
+            if fresh is not None:
+                _expire_quietly(stripe, fresh)
+            raise
+    if result.created:
+        log.info(
+            "link_reissued",
+            order_id=order_id,
+            old_session=result.old_session_id,
+            new_session=result.order.stripe_checkout_session_id,
+            recovery_url_recorded=result.recovery_url is not None,
+        )
+    return result
 
 
 def reissue_link(db: Session, stripe: CheckoutCreator, order_id: int) -> Reissued:
     """Give a pending order a fresh Checkout link; one live link per order, always.
 
-    Safe under double clicks and concurrent requests: the new session is swapped in only if
-    the order still points at the link we saw (compare-and-swap); a loser expires the session
-    it created, so no order is ever left with two live links.
+    The caller owns the transaction (see :func:`reissue`). Safe under double clicks and
+    concurrent requests: the order's row is locked before Stripe is asked anything, so a second
+    request waits and then finds the live link; the new session is still swapped in only if the
+    order points at the link we saw (compare-and-swap), and any session created but not kept is
+    expired, so no order is ever left with two live links.
     """
+    _lock_order(db, order_id)
     order = get_order(db, order_id, for_update=True)
     if order.status != OrderStatus.pending:
         raise Conflict(f"order {order_id} is {order.status.value}; only pending orders get links")
     old = order.stripe_checkout_session_id
+    current: SessionSnapshot | None = None
     if old is not None:
         current = stripe.retrieve_session(old)
         if current.status == "open":
@@ -117,12 +181,8 @@ def reissue_link(db: Session, stripe: CheckoutCreator, order_id: int) -> Reissue
             raise _LostRace
         db.refresh(order)
         attach_session(db, order, fresh)
-        if old is not None:
-            db.execute(
-                update(CheckoutLink)
-                .where(CheckoutLink.stripe_checkout_session_id == old)
-                .values(replaced_at=datetime.now(UTC))
-            )
+        if current is not None:
+            _retire(db, order, current)
         db.flush()
     except BaseException as e:
         _expire_quietly(stripe, fresh.id)
@@ -130,8 +190,43 @@ def reissue_link(db: Session, stripe: CheckoutCreator, order_id: int) -> Reissue
             db.rollback()
             return Reissued(get_order(db, order_id), False, old)
         raise
-    log.info("link_reissued", order_id=order_id, old_session=old, new_session=fresh.id)
-    return Reissued(order, True, old)
+    return Reissued(order, True, old, current.recovery_url if current is not None else None)
+
+
+def _lock_order(db: Session, order_id: int) -> None:
+    """SQLite ignores ``FOR UPDATE``: a no-op write takes its (database-wide) write lock now,
+    so concurrent reissues queue instead of each creating a session. PostgreSQL locks the row
+    with ``FOR UPDATE`` in :func:`get_order`."""
+    if db.get_bind().dialect.name == "sqlite":
+        db.execute(
+            update(Order)
+            .where(Order.id == order_id)
+            .values(status=Order.status)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _retire(db: Session, order: Order, old: SessionSnapshot) -> None:
+    """Keep the replaced link for audit: when it was replaced and Stripe's recovery URL."""
+    now = datetime.now(UTC)
+    result = db.execute(
+        update(CheckoutLink)
+        .where(CheckoutLink.stripe_checkout_session_id == old.id)
+        .values(replaced_at=now, recovery_url=old.recovery_url)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], result).rowcount == 0:  # a link older than the history table
+        db.add(
+            CheckoutLink(
+                order_id=order.id,
+                stripe_checkout_session_id=old.id,
+                url=old.url,
+                recovery_url=old.recovery_url,
+                created_at=from_epoch(old.created),
+                expires_at=from_epoch(old.expires_at),
+                replaced_at=now,
+            )
+        )
 
 
 class _LostRace(Exception):
@@ -143,6 +238,8 @@ def _expire_quietly(stripe: CheckoutCreator, session_id: str) -> None:
         stripe.expire_session(session_id)
     except StripeFailure:
         log.warning("orphan_session_not_expired", session_id=session_id)
+    else:
+        log.info("unused_session_expired", session_id=session_id)
 
 
 def heal_paid_orders(db: Session, session_ids: Iterable[str]) -> list[str]:

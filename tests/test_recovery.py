@@ -1,0 +1,361 @@
+"""Stranded-order recovery: the list, link reissue (one live link per order, whatever fails or
+races) and healing of payments whose webhook was lost — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from structlog.testing import capture_logs
+
+from basketball_api.db import make_engine, make_session_factory, transaction
+from basketball_api.errors import Conflict
+from basketball_api.knowledge import SessionKnowledge
+from basketball_api.models import CheckoutLink, Order, OrderStatus, Product
+from basketball_api.orders import create_order
+from basketball_api.recovery import (
+    heal_paid_orders,
+    mask_email,
+    reissue,
+    stranded_orders,
+)
+from basketball_api.refresher import learn_snapshot
+from basketball_api.stripe_gateway import SessionSnapshot, StripeUnavailable
+
+NOW = 1_800_000_000
+
+
+class FakeCheckout:
+    """A thread-safe, synchronous Checkout: sessions in memory, optional slowness and failures."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.sessions: dict[str, SessionSnapshot] = {}
+        self.delay = delay
+        self.fail_create: Exception | None = None
+        self._lock = threading.Lock()
+
+    def create_checkout_session(self, order: Order, product: Product) -> SessionSnapshot:
+        time.sleep(self.delay)
+        if self.fail_create is not None:
+            raise self.fail_create
+        with self._lock:
+            sid = f"cs_fake_{len(self.sessions) + 1}"
+            snap = SessionSnapshot(
+                sid,
+                "open",
+                "unpaid",
+                NOW,
+                NOW + 86400,
+                url=f"https://pay.example/c/{sid}",
+                client_reference_id=str(order.id),
+            )
+            self.sessions[sid] = snap
+        return snap
+
+    def expire_session(self, session_id: str) -> SessionSnapshot:
+        with self._lock:
+            snap = replace(
+                self.sessions[session_id],
+                status="expired",
+                recovery_url=f"https://pay.example/r/{session_id}",
+            )
+            self.sessions[session_id] = snap
+        return snap
+
+    def pay(self, session_id: str) -> SessionSnapshot:
+        snap = replace(self.sessions[session_id], status="complete", payment_status="paid")
+        self.sessions[session_id] = snap
+        return snap
+
+    def retrieve_session(self, session_id: str) -> SessionSnapshot:
+        time.sleep(self.delay)
+        return self.sessions[session_id]
+
+    def open_for(self, order_id: int) -> list[str]:
+        return [
+            s.id
+            for s in self.sessions.values()
+            if s.status == "open" and s.client_reference_id == str(order_id)
+        ]
+
+
+@pytest.fixture
+def factory(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def new_order(
+    factory: sessionmaker[Session],
+    stripe: FakeCheckout,
+    category: str = "tournament",
+    email: str = "parent@example.org",
+    checkout: bool = True,
+) -> Order:
+    with transaction(factory) as db:
+        product = db.scalars(select(Product).where(Product.category == category)).first()
+        assert product is not None
+        return create_order(
+            db,
+            stripe,
+            product_id=product.id,
+            parent_email=email,
+            player_name="Jordan",
+            quantity=1,
+            with_checkout=checkout,
+        )
+
+
+def knowledge_of(stripe: FakeCheckout, orders: list[Order]) -> SessionKnowledge:
+    """What a refresh would know: every pending order's session, as Stripe tells it."""
+    knowledge = SessionKnowledge()
+    knowledge.track((o.stripe_checkout_session_id or "", o.product.category.value) for o in orders)
+    for o in orders:
+        learn_snapshot(knowledge, stripe.sessions[o.stripe_checkout_session_id or ""])
+    return knowledge
+
+
+def links(factory: sessionmaker[Session], order_id: int) -> list[CheckoutLink]:
+    with transaction(factory) as db:
+        return list(
+            db.scalars(
+                select(CheckoutLink)
+                .where(CheckoutLink.order_id == order_id)
+                .order_by(CheckoutLink.id)
+            )
+        )
+
+
+def current_session(factory: sessionmaker[Session], order_id: int) -> str | None:
+    with transaction(factory) as db:
+        order = db.get(Order, order_id)
+        assert order is not None
+        return order.stripe_checkout_session_id
+
+
+@pytest.mark.parametrize(
+    ("email", "masked"),
+    [
+        ("parent@example.org", "p***@example.org"),
+        ("a@b.co", "a***@b.co"),
+        ("no-at-sign", "***"),
+        ("@example.org", "***"),
+    ],
+)
+def test_mask_email_keeps_only_the_first_letter_and_the_domain(email: str, masked: str) -> None:
+    assert mask_email(email) == masked
+
+
+# -- the list -----------------------------------------------------------------------------
+
+
+def test_stranded_lists_pending_orders_behind_dead_links_only(
+    factory: sessionmaker[Session],
+) -> None:
+    stripe = FakeCheckout()
+    dead_t = new_order(factory, stripe, "tournament", "tess@example.org")
+    dead_m = new_order(factory, stripe, "monthly", "mo@example.org")
+    live = new_order(factory, stripe, "tournament")
+    paid = new_order(factory, stripe, "jersey")
+    for o in (dead_t, dead_m):
+        stripe.expire_session(o.stripe_checkout_session_id or "")
+    knowledge = knowledge_of(stripe, [dead_t, dead_m, live, paid])
+    stripe.pay(paid.stripe_checkout_session_id or "")
+    with transaction(factory) as db:
+        db.get(Order, paid.id).status = OrderStatus.paid  # type: ignore[union-attr]
+
+    with transaction(factory) as db:
+        found = stranded_orders(db, knowledge, now=NOW + 7200 + 5 * 60, grace=0)
+        only_monthly = stranded_orders(db, knowledge, now=NOW, grace=0, category="monthly")
+
+    assert [s.order_id for s in found] == [dead_t.id, dead_m.id]
+    first = found[0]
+    assert (first.category, first.parent_email, first.amount) == (
+        "tournament",
+        "t***@example.org",
+        dead_t.amount,
+    )
+    assert first.session_id == dead_t.stripe_checkout_session_id
+    assert first.recovery_url is None
+    assert [s.order_id for s in only_monthly] == [dead_m.id]
+
+
+def test_an_open_link_past_its_expiry_counts_as_dead_with_its_age(
+    factory: sessionmaker[Session],
+) -> None:
+    stripe = FakeCheckout()
+    order = new_order(factory, stripe)
+    knowledge = knowledge_of(stripe, [order])
+    with transaction(factory) as db:
+        assert stranded_orders(db, knowledge, now=NOW + 86400 - 1, grace=0) == []
+        assert stranded_orders(db, knowledge, now=NOW + 86400 + 30, grace=60) == []
+        [late] = stranded_orders(db, knowledge, now=NOW + 86400 + 3 * 3600 + 120, grace=60)
+    assert late.dead_for_seconds == 3 * 3600 + 120
+
+
+# -- reissue ------------------------------------------------------------------------------
+
+
+def test_reissue_swaps_in_one_fresh_link_and_keeps_the_old_for_audit(
+    factory: sessionmaker[Session],
+) -> None:
+    stripe = FakeCheckout()
+    order = new_order(factory, stripe)
+    old = order.stripe_checkout_session_id or ""
+    stripe.expire_session(old)
+
+    result = reissue(factory, stripe, order.id)
+
+    assert result.created
+    assert result.old_session_id == old
+    assert result.recovery_url == f"https://pay.example/r/{old}"
+    new = current_session(factory, order.id)
+    assert new != old
+    assert stripe.open_for(order.id) == [new]
+    assert result.order.checkout_url == f"https://pay.example/c/{new}"
+    history = links(factory, order.id)
+    assert [link.stripe_checkout_session_id for link in history] == [old, new]
+    assert history[0].replaced_at is not None
+    assert history[1].replaced_at is None
+    assert history[0].recovery_url == f"https://pay.example/r/{old}"
+
+    again = reissue(factory, stripe, order.id)  # a double click: the live link stays
+    assert not again.created
+    assert current_session(factory, order.id) == new
+    assert len(stripe.sessions) == 2
+
+
+def test_the_listing_offers_the_recovery_url_once_the_new_link_dies_too(
+    factory: sessionmaker[Session],
+) -> None:
+    stripe = FakeCheckout()
+    order = new_order(factory, stripe)
+    first = order.stripe_checkout_session_id or ""
+    stripe.expire_session(first)
+    reissued = reissue(factory, stripe, order.id).order
+    stripe.expire_session(reissued.stripe_checkout_session_id or "")
+
+    with transaction(factory) as db:
+        [s] = stranded_orders(db, knowledge_of(stripe, [reissued]), now=NOW, grace=0)
+    assert s.recovery_url == f"https://pay.example/r/{first}"
+
+
+def test_an_order_without_a_link_gets_one(factory: sessionmaker[Session]) -> None:
+    stripe = FakeCheckout()
+    order = new_order(factory, stripe, checkout=False)
+    result = reissue(factory, stripe, order.id)
+    assert result.created
+    assert result.old_session_id is None
+    assert stripe.open_for(order.id) == [current_session(factory, order.id)]
+
+
+def test_paid_or_cancelled_orders_and_paid_sessions_get_no_link(
+    factory: sessionmaker[Session],
+) -> None:
+    stripe = FakeCheckout()
+    paid_at_stripe = new_order(factory, stripe)
+    stripe.pay(paid_at_stripe.stripe_checkout_session_id or "")
+    with pytest.raises(Conflict, match="needs healing"):
+        reissue(factory, stripe, paid_at_stripe.id)
+
+    cancelled = new_order(factory, stripe)
+    with transaction(factory) as db:
+        db.get(Order, cancelled.id).status = OrderStatus.cancelled  # type: ignore[union-attr]
+    with pytest.raises(Conflict, match="cancelled"):
+        reissue(factory, stripe, cancelled.id)
+    assert len(stripe.sessions) == 2
+
+
+def test_stripe_failing_to_create_changes_nothing(factory: sessionmaker[Session]) -> None:
+    stripe = FakeCheckout()
+    order = new_order(factory, stripe)
+    old = order.stripe_checkout_session_id
+    stripe.expire_session(old or "")
+    stripe.fail_create = StripeUnavailable("Stripe failed", "server_error")
+
+    with pytest.raises(StripeUnavailable):
+        reissue(factory, stripe, order.id)
+
+    assert current_session(factory, order.id) == old
+    assert [link.replaced_at for link in links(factory, order.id)] == [None]
+    stripe.fail_create = None
+    assert reissue(factory, stripe, order.id).created  # and the next try works
+
+
+@pytest.mark.parametrize("failing", ["insert", "commit"])
+def test_a_database_failure_after_creation_expires_the_new_session(
+    factory: sessionmaker[Session], failing: str
+) -> None:
+    stripe = FakeCheckout()
+    order = new_order(factory, stripe)
+    old = order.stripe_checkout_session_id
+    stripe.expire_session(old or "")
+    engine = factory.kw["bind"]
+
+    def fail_insert(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("INSERT INTO checkout_links"):
+            raise OperationalError(statement, {}, Exception("disk I/O error"))
+
+    def fail_commit(_conn: Any) -> None:
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    name, hook = ("before_cursor_execute", fail_insert)
+    if failing == "commit":
+        name, hook = ("commit", fail_commit)
+    event.listen(engine, name, hook)
+    try:
+        with pytest.raises(OperationalError):
+            reissue(factory, stripe, order.id)
+    finally:
+        event.remove(engine, name, hook)
+
+    assert current_session(factory, order.id) == old
+    assert stripe.open_for(order.id) == []  # the session made for nothing is expired
+    assert [s.status for s in stripe.sessions.values()] == ["expired", "expired"]
+    assert reissue(factory, stripe, order.id).created
+
+
+def test_concurrent_reissues_make_exactly_one_session(factory: sessionmaker[Session]) -> None:
+    stripe = FakeCheckout(delay=0.05)  # a slow Stripe widens every race window
+    order = new_order(factory, stripe)
+    stripe.expire_session(order.stripe_checkout_session_id or "")
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: reissue(factory, stripe, order.id), range(6)))
+
+    assert sum(r.created for r in results) == 1
+    assert len(stripe.sessions) == 2  # the old one and exactly one new one
+    assert stripe.open_for(order.id) == [current_session(factory, order.id)]
+    assert len(links(factory, order.id)) == 2
+
+
+# -- healing ------------------------------------------------------------------------------
+
+
+def test_heal_marks_paid_the_pending_orders_stripe_says_are_paid(
+    factory: sessionmaker[Session],
+) -> None:
+    stripe = FakeCheckout()
+    lost = new_order(factory, stripe)
+    other = new_order(factory, stripe)
+    sid = lost.stripe_checkout_session_id or ""
+    with capture_logs() as logs, transaction(factory) as db:
+        healed = heal_paid_orders(db, [sid, "cs_unknown"])
+    assert healed == [sid]
+    with transaction(factory) as db:
+        assert db.get(Order, lost.id).status == OrderStatus.paid  # type: ignore[union-attr]
+        assert db.get(Order, other.id).status == OrderStatus.pending  # type: ignore[union-attr]
+    [audit] = [e for e in logs if e["event"] == "order_healed"]
+    assert (audit["log_level"], audit["order_id"]) == ("warning", lost.id)
+    with transaction(factory) as db:
+        assert heal_paid_orders(db, [sid]) == []  # already paid: nothing twice
+        assert heal_paid_orders(db, []) == []
