@@ -110,12 +110,14 @@ def test_every_panel_and_query_uses_the_data_source_variable() -> None:
             assert annotation["datasource"] == DATASOURCE
 
 
-def test_panels_have_unique_ids_and_do_not_overlap() -> None:
+def test_panels_have_unique_ids_and_titles_and_do_not_overlap() -> None:
     dashboard = _dashboard()
     ids = [p["id"] for p in dashboard["panels"]] + [
         c["id"] for p in dashboard["panels"] for c in p.get("panels", [])
     ]
     assert len(ids) == len(set(ids))
+    titles = [p["title"] for p in _panels(dashboard)]
+    assert len(titles) == len(set(titles))
     taken: set[tuple[int, int]] = set()
     for panel in dashboard["panels"]:
         pos = panel["gridPos"]
