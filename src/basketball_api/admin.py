@@ -7,6 +7,7 @@ page at ``/admin`` takes the same token once through a form and keeps it in a st
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
@@ -15,15 +16,18 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from basketball_api import notify, recovery
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe
-from basketball_api.errors import Unauthorized
+from basketball_api.errors import DomainError, Unauthorized
 from basketball_api.metrics import CATEGORIES
-from basketball_api.models import Category
+from basketball_api.models import Category, CheckoutLink
+from basketball_api.orders import get_order
 from basketball_api.schemas import OrderOut
+from basketball_api.stripe_gateway import StripeFailure
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -52,21 +56,33 @@ class StrandedOut(BaseModel):
     order_id: int
     category: Category
     product_name: str
-    parent_email: str
+    parent_email: str = Field(description="Masked: first letter and domain only.")
     amount: int
     currency: str
     session_id: str
     dead_for_seconds: int
+    recovery_url: str | None = Field(
+        description="Stripe's recovery link of an earlier expired session of this order "
+        "(recorded when a link is reissued); an operator may send it instead of a new link."
+    )
 
 
 class StrandedList(BaseModel):
-    totals: dict[str, int]
+    totals: dict[str, int] = Field(
+        description="Stranded orders per category, every category whatever the filter; "
+        "equal to the expired-session gauge after a refresh."
+    )
     orders: list[StrandedOut]
+    last_refresh_at: float | None = Field(
+        description="Unix time of the last successful refresh; null before the first one "
+        "(the list is then empty because nothing is known yet)."
+    )
 
 
 class ReissueOut(BaseModel):
-    created: bool
+    created: bool = Field(description="False when the order already had a live link.")
     emailed: bool
+    recovery_url: str | None = Field(description="Stripe's recovery link of the replaced session.")
     order: OrderOut
 
 
@@ -78,13 +94,18 @@ def _stranded(services: Services, category: str | None) -> StrandedList:
             refresher.knowledge,
             now=refresher.source.stripe_now(),
             grace=refresher.grace,
-            category=category,
         )
     totals = dict.fromkeys(CATEGORIES, 0)
     for s in found:
         totals[s.category] += 1
     return StrandedList(
-        totals=totals, orders=[StrandedOut.model_validate(s, from_attributes=True) for s in found]
+        totals=totals,
+        orders=[
+            StrandedOut.model_validate(s, from_attributes=True)
+            for s in found
+            if category is None or s.category == category
+        ],
+        last_refresh_at=refresher.last_success_at,
     )
 
 
@@ -98,9 +119,8 @@ async def stranded_orders(
 
 def _reissue(services: Services, order_id: int, email: bool) -> ReissueOut:
     stripe = ThreadStripe(services.gateway, services.settings)
-    with transaction(services.sessions) as db:
-        result = recovery.reissue_link(db, stripe, order_id)
-        out = OrderOut.of(result.order)
+    result = recovery.reissue(services.sessions, stripe, order_id)
+    out = OrderOut.of(result.order)
     emailed = False
     if result.created and email and out.checkout_url:
         emailed = notify.send_new_link(
@@ -110,7 +130,9 @@ def _reissue(services: Services, order_id: int, email: bool) -> ReissueOut:
             product=out.product_name,
             url=out.checkout_url,
         )
-    return ReissueOut(created=result.created, emailed=emailed, order=out)
+    return ReissueOut(
+        created=result.created, emailed=emailed, recovery_url=result.recovery_url, order=out
+    )
 
 
 async def _reissue_and_observe(services: Services, order_id: int, email: bool) -> ReissueOut:
@@ -124,7 +146,10 @@ async def _reissue_and_observe(services: Services, order_id: int, email: bool) -
 async def reissue(
     order_id: int, services: ServicesDep, email: Annotated[bool, Query()] = False
 ) -> ReissueOut:
-    """Give a pending order a fresh Checkout link (idempotent while a live link exists)."""
+    """Give a pending order a fresh Checkout link (idempotent while a live link exists).
+
+    ``email=true`` also emails the parent the new link (when SMTP is configured).
+    """
     return await _reissue_and_observe(services, order_id, email)
 
 
@@ -138,17 +163,68 @@ async def refresh_now(services: ServicesDep) -> dict[str, object]:
 
 # -- the operator page --------------------------------------------------------------------
 
+_OUTCOMES = {
+    "created": "New link issued for order {order}.",
+    "live": "Order {order} already has a live link; nothing was created.",
+    "conflict": "Order {order} cannot get a new link (it is paid or cancelled).",
+    "not_found": "Order {order} does not exist.",
+    "stripe": "Stripe did not answer; order {order} is unchanged. Try again in a moment.",
+}
+
+
+@dataclass(frozen=True)
+class _Notice:
+    text: str
+    ok: bool
+    url: str | None = None
+    recovery_url: str | None = None
+    emailed: bool = False
+
+
+def _notice(services: Services, order_id: int, outcome: str, emailed: bool) -> _Notice | None:
+    template = _OUTCOMES.get(outcome)
+    if template is None:
+        return None
+    text = template.format(order=order_id)
+    if outcome not in ("created", "live"):
+        return _Notice(text, ok=False)
+    with transaction(services.sessions) as db:
+        try:
+            order = get_order(db, order_id)
+        except DomainError:
+            return None
+        recovery_url = db.scalars(
+            select(CheckoutLink.recovery_url)
+            .where(CheckoutLink.order_id == order_id)
+            .where(CheckoutLink.recovery_url.is_not(None))
+            .order_by(CheckoutLink.id.desc())
+            .limit(1)
+        ).first()
+        return _Notice(text, True, order.checkout_url, recovery_url, emailed)
+
 
 @router.get("", response_class=HTMLResponse, include_in_schema=False)
 async def page(
-    request: Request, services: ServicesDep, category: str | None = None, notice: str = ""
+    request: Request,
+    services: ServicesDep,
+    category: str | None = None,
+    order: int | None = None,
+    outcome: str = "",
+    emailed: bool = False,
+    failed: bool = False,
 ) -> Response:
     if not _valid(services, request.cookies.get(COOKIE)):
         return templates.TemplateResponse(
-            request, "login.html", {"disabled": services.settings.admin_token is None}
+            request,
+            "login.html",
+            {"disabled": services.settings.admin_token is None, "failed": failed},
         )
     chosen = category if category in CATEGORIES else None
     listing = await run_in_threadpool(_stranded, services, chosen)
+    notice = None
+    if order is not None:
+        notice = await run_in_threadpool(_notice, services, order, outcome, emailed)
+    counts = services.refresher.counts
     return templates.TemplateResponse(
         request,
         "admin.html",
@@ -157,24 +233,54 @@ async def page(
             "categories": CATEGORIES,
             "chosen": chosen,
             "notice": notice,
-            "gauge": services.refresher.counts.expired if services.refresher.counts else None,
+            "gauge": counts.expired if counts else None,
         },
     )
 
 
 @router.post("/login", include_in_schema=False)
-async def login(services: ServicesDep, token: Annotated[str, Form()]) -> Response:
+async def login(request: Request, services: ServicesDep, token: Annotated[str, Form()]) -> Response:
+    if not _valid(services, token):
+        return RedirectResponse("/admin?failed=true", status_code=303)
     response = RedirectResponse("/admin", status_code=303)
-    if _valid(services, token):
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/admin",
+    )
+    return response
+
+
+@router.post("/logout", include_in_schema=False)
+async def logout() -> Response:
+    response = RedirectResponse("/admin", status_code=303)
+    response.delete_cookie(COOKIE, path="/admin")
     return response
 
 
 @router.post("/page/orders/{order_id}/reissue", include_in_schema=False)
-async def page_reissue(request: Request, order_id: int, services: ServicesDep) -> Response:
+async def page_reissue(
+    request: Request,
+    order_id: int,
+    services: ServicesDep,
+    category: Annotated[str | None, Form()] = None,
+) -> Response:
     if not _valid(services, request.cookies.get(COOKIE)):
         return RedirectResponse("/admin", status_code=303)
-    result = await _reissue_and_observe(services, order_id, email=True)
-    verb = "New link issued" if result.created else "Link already live"
-    notice = f"{verb} for order {order_id}: {result.order.checkout_url}"
-    return RedirectResponse(f"/admin?{urlencode({'notice': notice})}", status_code=303)
+    query: dict[str, str | int] = {"order": order_id}
+    if category in CATEGORIES:
+        query["category"] = category
+    try:
+        result = await _reissue_and_observe(services, order_id, email=True)
+    except DomainError as e:
+        query["outcome"] = "not_found" if e.status_code == 404 else "conflict"
+    except StripeFailure:
+        query["outcome"] = "stripe"
+    else:
+        query["outcome"] = "created" if result.created else "live"
+        if result.emailed:
+            query["emailed"] = "true"
+    return RedirectResponse(f"/admin?{urlencode(query)}", status_code=303)
