@@ -19,8 +19,8 @@ system-deps:
 	bash scripts/system-deps
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench deploy/tools
+	$(BIN)/ruff format --check src tests bench deploy/tools
 	$(BIN)/mypy
 
 test: install system-deps lint
