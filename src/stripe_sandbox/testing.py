@@ -1,4 +1,4 @@
-"""Helpers for tests that use the sandbox: a webhook receiver to serve with
+"""Test support for code that uses the sandbox: a webhook receiver to serve with
 :class:`stripe_sandbox.server.BackgroundServer`."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Webhook delivery: signed POSTs of events to one endpoint, from a background
-task, with retries, and with the faults a real network has (lost, duplicated and
+coroutine, with retries, and with the faults a real network has (lost, duplicated and
 reordered deliveries) on demand.
 
 Signatures follow Stripe's scheme: ``Stripe-Signature: t=<unix>,v1=<hex>`` where
