@@ -109,6 +109,7 @@ class Case:
     reason: str | None  # None: the refresh is expected to succeed despite the "fault"
     settings: dict[str, Any] = field(default_factory=dict)
     database: str = "sqlite"  # or "postgresql" (through a TCP proxy we can cut)
+    names: str = ""  # the WARNING's error text must contain this
 
 
 def nothing(_: World) -> None:
@@ -203,7 +204,13 @@ CASES = [
     Case("Stripe 500", fault("server_error"), clear_faults, "stripe_server_error"),
     Case("Stripe 503", fault("unavailable"), clear_faults, "stripe_server_error"),
     *(
-        Case(f"Stripe 429 {r}", fault("rate_limit", reason=r), clear_faults, "stripe_rate_limited")
+        Case(
+            f"Stripe 429 {r}",
+            fault("rate_limit", reason=r),
+            clear_faults,
+            "stripe_rate_limited",
+            names=r,  # Stripe-Rate-Limited-Reason
+        )
         for r in RATE_LIMIT_REASONS
     ),
     Case(
@@ -212,15 +219,25 @@ CASES = [
         clear_faults,
         "stripe_connection",
         {"stripe_timeout_seconds": 0.3},
+        names="ReadTimeout",
     ),
     Case(
         "Stripe connection refused",
         stop_sandbox,
         start_sandbox_on_same_port,
         "stripe_connection",
+        names="ConnectError",
     ),
-    Case("Stripe 401 (API key refused)", other_api_key, any_api_key, "stripe_auth"),
-    Case("Stripe malformed body", fault("malformed"), clear_faults, "stripe_bad_response"),
+    Case(
+        "Stripe 401 (API key refused)", other_api_key, any_api_key, "stripe_auth", names="API key"
+    ),
+    Case(
+        "Stripe malformed body",
+        fault("malformed"),
+        clear_faults,
+        "stripe_bad_response",
+        names="Invalid response body",
+    ),
     Case(
         "Stripe slower than the refresh deadline",
         slow_stripe,
@@ -234,8 +251,15 @@ CASES = [
         restore_database,
         "database",
         database="postgresql",
+        names="connection failed",
     ),
-    Case("SQLite orders table gone", hide_orders_table, bring_orders_back, "database"),
+    Case(
+        "SQLite orders table gone",
+        hide_orders_table,
+        bring_orders_back,
+        "database",
+        names="no such table",
+    ),
     # WAL readers never wait for a writer: a held write lock cannot fail a refresh, which only
     # reads. (It delays webhooks, which write, up to the busy timeout; Stripe retries them.)
     Case("SQLite write-locked (BEGIN EXCLUSIVE held)", hold_exclusive_lock, release_lock, None),
@@ -335,6 +359,7 @@ def faulted_refresh(
         assert len(warnings) == 1, warnings
         assert warnings[0]["event"] == "refresh_failed"
         assert warnings[0]["reason"] == case.reason, warnings[0]
+        assert case.names in warnings[0]["error"], warnings[0]
         assert error_count(api, case.reason) == errors_before + 1
         assert during == before  # the last good value, or nothing before the first success
         assert health.json()["refresh"]["succeeded_once"] is bool(before)
@@ -352,9 +377,13 @@ def faulted_refresh(
     )
 
 
-def _short(text: str, limit: int = 72) -> str:
+def _short(text: str, limit: int = 80) -> str:
+    """The start of the error text and its root cause, e.g. ``… (cause: ReadTimeout)``."""
     text = text.replace("StripeUnavailable: ", "").replace("StripeRejected: ", "")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    head, sep, cause = text.partition(" (cause: ")
+    tail = sep + cause
+    room = limit - len(tail)
+    return (head if len(head) <= room else head[: room - 1] + "…") + tail
 
 
 @contextmanager

@@ -291,4 +291,8 @@ def describe(error: BaseException | None) -> str:
     if error is None:
         return ""
     text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}"[:300]
+    root = error
+    while root.__cause__ is not None:  # e.g. httpx.ReadTimeout vs ConnectError under Stripe's
+        root = root.__cause__
+    cause = f" (cause: {type(root).__name__})" if root is not error else ""
+    return f"{type(error).__name__}: {text}"[: 300 - len(cause)] + cause
