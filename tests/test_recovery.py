@@ -359,3 +359,46 @@ def test_heal_marks_paid_the_pending_orders_stripe_says_are_paid(
     with transaction(factory) as db:
         assert heal_paid_orders(db, [sid]) == []  # already paid: nothing twice
         assert heal_paid_orders(db, []) == []
+
+
+@pytest.mark.parametrize("heal", [True, False], ids=["healing", "not-healing"])
+def test_a_paid_order_whose_webhook_was_lost_is_shown_and_healed_only_when_enabled(
+    database_url: str, heal: bool
+) -> None:
+    from tests.stack import running_stack
+
+    with running_stack(database_url, heal_paid_orders=heal) as stack:
+        lost = stack.order("tournament")
+        stack.order("tournament")  # still open: neither shown nor healed
+        stack.refresh()
+        stack.sandbox.drop_next_webhooks(1)
+        stack.sandbox.pay(lost["checkout_session_id"])
+        stack.sandbox.wait_for_webhooks(timeout=10)
+        assert stack.api.get(f"/orders/{lost['id']}").json()["status"] == "pending"
+
+        with capture_logs() as logs:
+            stack.refresh()
+
+        completed = stack.gauge("basketball_api_pending_orders_with_completed_session")
+        status = stack.api.get(f"/orders/{lost['id']}").json()["status"]
+        healed = [e for e in logs if e["event"] == "order_healed"]
+        if heal:
+            assert status == "paid"
+            assert completed == {"tournament": 0.0, "monthly": 0.0, "jersey": 0.0}
+            [audit] = healed
+            assert audit["log_level"] == "warning"
+            assert audit["order_id"] == lost["id"]
+            assert audit["session_id"] == lost["checkout_session_id"]
+            [moved] = [e for e in logs if e["event"] == "order_transition"]
+            assert (moved["old"], moved["new"], moved["cause"]) == (
+                "pending",
+                "paid",
+                "reconciled_lost_webhook",
+            )
+        else:
+            assert status == "pending"
+            assert completed == {"tournament": 1.0, "monthly": 0.0, "jersey": 0.0}
+            assert healed == []
+            stack.refresh()  # and it stays so: the refresher only reads orders
+            assert stack.api.get(f"/orders/{lost['id']}").json()["status"] == "pending"
+        assert stack.gauge("basketball_api_pending_orders_with_open_session")["tournament"] == 1
