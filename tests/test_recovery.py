@@ -186,6 +186,7 @@ def test_stranded_lists_pending_orders_behind_dead_links_only(
     )
     assert first.session_id == dead_t.stripe_checkout_session_id
     assert first.recovery_url is None
+    assert first.dead_for_seconds is None  # expired by hand: since when is unknown
     assert [s.order_id for s in only_monthly] == [dead_m.id]
 
 

@@ -60,7 +60,9 @@ class StrandedOut(BaseModel):
     amount: int
     currency: str
     session_id: str
-    dead_for_seconds: int
+    dead_for_seconds: int | None = Field(
+        description="Since the link's expiry time; null when it was expired early by hand."
+    )
     recovery_url: str | None = Field(
         description="Stripe's recovery link of an earlier expired session of this order "
         "(recorded when a link is reissued); an operator may send it instead of a new link."

@@ -116,13 +116,16 @@ def stranded(
     rows = asyncio.run(_stranded(settings, category))
     table = Table("order", "category", "product", "parent", "link dead for", "amount")
     for s in rows:
-        hours, minutes = divmod(s.dead_for_seconds // 60, 60)
+        dead_for = "expired early"
+        if s.dead_for_seconds is not None:
+            hours, minutes = divmod(s.dead_for_seconds // 60, 60)
+            dead_for = f"{hours} h {minutes:02d} min"
         table.add_row(
             str(s.order_id),
             s.category,
             s.product_name,
             s.parent_email,
-            f"{hours} h {minutes:02d} min",
+            dead_for,
             f"{s.amount / 100:.2f} {s.currency.upper()}",
         )
     console.print(table)

@@ -42,7 +42,7 @@ class StrandedOrder:
     amount: int
     currency: str
     session_id: str
-    dead_for_seconds: int
+    dead_for_seconds: int | None  # None: expired by hand before its time, moment unknown
     recovery_url: str | None = None  # Stripe's recovery link of an earlier expired session
 
 
@@ -73,6 +73,7 @@ def stranded_orders(
         sid = order.stripe_checkout_session_id
         if sid is None or knowledge.state(sid, now, grace) != SessionState.EXPIRED:
             continue
+        expires_at = epoch(order.checkout_session_expires_at)
         out.append(
             StrandedOrder(
                 order_id=order.id,
@@ -82,7 +83,9 @@ def stranded_orders(
                 amount=order.amount,
                 currency=order.currency,
                 session_id=sid,
-                dead_for_seconds=max(0, int(now) - epoch(order.checkout_session_expires_at)),
+                dead_for_seconds=int(now) - expires_at
+                if expires_at and now >= expires_at
+                else None,
             )
         )
     if not out:

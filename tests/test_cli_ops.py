@@ -1,0 +1,106 @@
+"""``basketball-api stranded`` and ``basketball-api relink`` against a running sandbox and the
+service's database, through typer's CliRunner."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from rich.console import Console
+from tests.stack import Stack, running_stack
+from typer.testing import CliRunner
+
+from basketball_api import cli
+
+
+@pytest.fixture(autouse=True)
+def wide_quiet_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wide table, and no global logging set-up leaking into other tests."""
+    monkeypatch.setattr(cli, "console", Console(width=200, force_terminal=False))
+    monkeypatch.setattr(cli, "configure_logging", lambda *_a, **_k: None)
+
+
+def run(stack: Stack, database_url: str, *args: str, **env: str) -> Any:
+    environment = {
+        "DATABASE_URL": database_url,
+        "STRIPE_API_BASE": stack.sandbox_url,
+        "STRIPE_MAX_NETWORK_RETRIES": "0",
+        **env,
+    }
+    return CliRunner().invoke(cli.app, list(args), env=environment)
+
+
+def listed(output: str) -> list[int]:
+    """Order ids in the first column of the table."""
+    return [int(m) for m in re.findall(r"^│\s*(\d+)\s*│", output, flags=re.MULTILINE)]
+
+
+def test_stranded_and_relink(database_url: str) -> None:
+    with running_stack(database_url) as stack:
+        timed_out = stack.order("tournament", parent_email="tess@example.org")
+        stack.sandbox.advance_clock(25 * 3600)  # its link timed out an hour ago
+        tournament = [timed_out] + [stack.order("tournament") for _ in range(2)]
+        monthly = stack.order("monthly", parent_email="mo@example.org")
+        for o in (*tournament[1:], monthly):
+            stack.sdk.v1.checkout.sessions.expire(o["checkout_session_id"])
+        live = stack.order("tournament")
+        paid = stack.order("jersey")
+        stack.sandbox.pay(paid["checkout_session_id"])
+        stack.sandbox.wait_for_webhooks(timeout=10)
+        t_ids = sorted(o["id"] for o in tournament)
+
+        shown = run(stack, database_url, "stranded")
+        assert shown.exit_code == 0, shown.output
+        assert sorted(listed(shown.output)) == sorted([*t_ids, monthly["id"]])
+        assert "4 stranded order(s)" in shown.output
+        row = next(line for line in shown.output.splitlines() if f" {timed_out['id']} " in line)
+        assert "t***@example.org" in row
+        assert re.search(r"\b1 h 0[01] min\b", row), row
+        assert timed_out["product_name"] in row
+        early = next(line for line in shown.output.splitlines() if f" {monthly['id']} " in line)
+        assert "expired early" in early
+        assert f"{timed_out['amount'] / 100:.2f} USD" in row
+        assert "tess@" not in shown.output
+        assert live["id"] not in listed(shown.output)
+
+        only = run(stack, database_url, "stranded", "--category", "monthly")
+        assert listed(only.output) == [monthly["id"]]
+        assert "m***@example.org" in only.output
+        assert run(stack, database_url, "stranded", "--category", "shoes").exit_code == 2
+
+        before = stack.sandbox.sessions()
+        dry = run(stack, database_url, "relink", "--category", "tournament", "--dry-run")
+        assert dry.exit_code == 0, dry.output
+        assert sorted(int(n) for n in re.findall(r"would reissue order (\d+)", dry.output)) == (
+            t_ids
+        )
+        assert "3 order(s) would get a new link" in dry.output
+        assert stack.sandbox.sessions() == before  # nothing created, nothing changed
+        for o in tournament:
+            now = stack.api.get(f"/orders/{o['id']}").json()
+            assert now["checkout_session_id"] == o["checkout_session_id"]
+
+        done = run(stack, database_url, "relink", "--category", "tournament")
+        assert done.exit_code == 0, done.output
+        assert "reissuing links" in done.output
+        assert "3 link(s) reissued, 0 already live, 0 failed" in done.output
+        open_now = stack.sandbox.sessions(status="open")
+        for o in tournament:
+            fresh = stack.api.get(f"/orders/{o['id']}").json()["checkout_session_id"]
+            assert fresh != o["checkout_session_id"]
+            assert fresh in open_now
+        assert len(open_now) == 3 + 1  # the three new links and the untouched live one
+        assert listed(run(stack, database_url, "stranded").output) == [monthly["id"]]
+        assert stack.refresh() == {"tournament": 0, "monthly": 1, "jersey": 0}
+
+        # Stripe fails on the way: reported, exit 1, and the order is as it was.
+        stack.sandbox.inject_fault("POST /v1/checkout/sessions", "500", count=1)
+        failed = run(stack, database_url, "relink", "--category", "monthly")
+        assert failed.exit_code == 1
+        assert f"order {monthly['id']}:" in failed.output
+        assert "0 link(s) reissued, 0 already live, 1 failed" in failed.output
+        now = stack.api.get(f"/orders/{monthly['id']}").json()
+        assert now["checkout_session_id"] == monthly["checkout_session_id"]
+        assert run(stack, database_url, "relink").exit_code == 0
+        assert listed(run(stack, database_url, "stranded").output) == []
