@@ -109,12 +109,18 @@ class ApiProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_events(self) -> list[dict[str, Any]]:
-        """The JSON log lines (``LOG_FORMAT=json``) as dicts; other lines are skipped."""
+        """The JSON log lines (``LOG_FORMAT=json``) as dicts; other lines are skipped.
+
+        structlog and the standard library's handlers write to the same stream under different
+        locks, so another line can land between a JSON object and its newline: each JSON
+        object is decoded from the start of its line, whatever follows it.
+        """
+        decoder = json.JSONDecoder()
         out = []
         for line in self.log_text().splitlines():
             if line.startswith("{"):
                 try:
-                    out.append(json.loads(line))
+                    out.append(decoder.raw_decode(line)[0])
                 except ValueError:
                     continue
         return out
@@ -237,3 +243,33 @@ class TcpProxy:
         self.cut()
         self._thread.join(5)
         self._listener.close()
+
+
+PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def temporary_postgres(prefix: str = "basketball_reliability") -> Iterator[str]:
+    """A fresh database on the PostgreSQL server of ``TEST_DATABASE_URL``, migrated by
+    Alembic, dropped afterwards (the server itself is never stopped or reconfigured)."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from basketball_api.db import upgrade_database
+
+    admin = make_url(PG_ADMIN_URL)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.set(database=name, drivername="postgresql+psycopg").render_as_string(
+        hide_password=False
+    )
+    try:
+        upgrade_database(url)
+        yield url
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
