@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,6 +111,53 @@ def test_credentials_are_used_when_configured(sink: Sink) -> None:
     )
     assert send(config) is True
     assert sink.logins == [USER]
+    assert len(sink.messages) == 1
+
+
+@pytest.fixture
+def tls_sink(tmp_path: Path) -> Iterator[tuple[Sink, Path]]:
+    """A sink that requires STARTTLS, with a self-signed certificate for 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = Sink(port=free_port())
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=handler.port,
+        tls_context=context,
+        require_starttls=True,
+    )
+    controller.start()
+    try:
+        yield handler, cert
+    finally:
+        controller.stop()
+
+
+def test_starttls_checks_the_servers_certificate(
+    tls_sink: tuple[Sink, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink, cert = tls_sink
+    config = settings(smtp_host="127.0.0.1", smtp_port=sink.port, smtp_starttls=True)
+    with capture_logs() as logs:
+        assert send(config) is False  # a certificate nobody vouches for
+    assert [e["error"] for e in logs] == ["SSLCertVerificationError"]
+    assert sink.messages == []
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now it is trusted
+    assert send(config) is True
     assert len(sink.messages) == 1
 
 
