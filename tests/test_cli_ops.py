@@ -7,8 +7,10 @@ import re
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from rich.console import Console
 from tests.stack import Stack, running_stack
+from tests.test_notify import Sink, free_port
 from typer.testing import CliRunner
 
 from basketball_api import cli
@@ -102,5 +104,27 @@ def test_stranded_and_relink(database_url: str) -> None:
         assert "0 link(s) reissued, 0 already live, 1 failed" in failed.output
         now = stack.api.get(f"/orders/{monthly['id']}").json()
         assert now["checkout_session_id"] == monthly["checkout_session_id"]
-        assert run(stack, database_url, "relink").exit_code == 0
+
+        # The retry, emailing the parent the new link.
+        sink = Sink(port=free_port())
+        smtp = Controller(sink, hostname="127.0.0.1", port=sink.port)
+        smtp.start()
+        try:
+            emailed = run(
+                stack,
+                database_url,
+                "relink",
+                "--email",
+                SMTP_HOST="127.0.0.1",
+                SMTP_PORT=str(sink.port),
+            )
+        finally:
+            smtp.stop()
+        assert emailed.exit_code == 0, emailed.output
+        [message] = sink.messages
+        assert message["To"] == "mo@example.org"
+        fresh = stack.api.get(f"/orders/{monthly['id']}").json()["checkout_url"]
+        body = message.get_payload(decode=True)
+        assert isinstance(body, bytes)
+        assert fresh in body.decode()
         assert listed(run(stack, database_url, "stranded").output) == []
