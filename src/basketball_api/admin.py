@@ -26,7 +26,7 @@ from basketball_api.errors import DomainError, Unauthorized
 from basketball_api.metrics import CATEGORIES
 from basketball_api.models import Category, CheckoutLink
 from basketball_api.orders import get_order
-from basketball_api.schemas import OrderOut
+from basketball_api.schemas import MAX_ID, OrderId, OrderOut
 from basketball_api.stripe_gateway import StripeFailure
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -146,7 +146,7 @@ async def _reissue_and_observe(services: Services, order_id: int, email: bool) -
 
 @router.post("/orders/{order_id}/reissue", dependencies=[Admin])
 async def reissue(
-    order_id: int, services: ServicesDep, email: Annotated[bool, Query()] = False
+    order_id: OrderId, services: ServicesDep, email: Annotated[bool, Query()] = False
 ) -> ReissueOut:
     """Give a pending order a fresh Checkout link (idempotent while a live link exists).
 
@@ -210,7 +210,7 @@ async def page(
     request: Request,
     services: ServicesDep,
     category: str | None = None,
-    order: int | None = None,
+    order: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     outcome: str = "",
     emailed: bool = False,
     failed: bool = False,
@@ -266,7 +266,7 @@ async def logout() -> Response:
 @router.post("/page/orders/{order_id}/reissue", include_in_schema=False)
 async def page_reissue(
     request: Request,
-    order_id: int,
+    order_id: OrderId,
     services: ServicesDep,
     category: Annotated[str | None, Form()] = None,
 ) -> Response:

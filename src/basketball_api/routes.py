@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from basketball_api import orders
 from basketball_api.db import transaction
 from basketball_api.deps import ServicesDep, ThreadStripe
-from basketball_api.schemas import ErrorOut, OrderCreate, OrderOut, ProductOut
+from basketball_api.schemas import MAX_ID, ErrorOut, OrderCreate, OrderId, OrderOut, ProductOut
 
 router = APIRouter()
 
@@ -72,13 +72,13 @@ def create_order(body: OrderCreate, services: ServicesDep) -> OrderOut:
 
 
 @router.get("/orders/{order_id}", tags=["orders"], responses={404: _ERRORS[404]})
-def get_order(order_id: int, services: ServicesDep) -> OrderOut:
+def get_order(order_id: OrderId, services: ServicesDep) -> OrderOut:
     with transaction(services.sessions) as db:
         return OrderOut.of(orders.get_order(db, order_id))
 
 
 @router.post("/orders/{order_id}/cancel", tags=["orders"], responses=_ERRORS)
-def cancel_order(order_id: int, services: ServicesDep) -> OrderOut:
+def cancel_order(order_id: OrderId, services: ServicesDep) -> OrderOut:
     """Cancel a pending order; its payment link is expired at Stripe first."""
     stripe = ThreadStripe(services.gateway, services.settings)
     with transaction(services.sessions) as db:
@@ -88,7 +88,7 @@ def cancel_order(order_id: int, services: ServicesDep) -> OrderOut:
 @router.get("/checkout/done", tags=["orders"], response_class=HTMLResponse)
 def checkout_done(
     services: ServicesDep,
-    order: int = Query(gt=0),
+    order: int = Query(gt=0, le=MAX_ID),
     result: str = Query(pattern="^(paid|cancelled)$"),
 ) -> HTMLResponse:
     """Where Stripe Checkout sends the parent back."""

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from basketball_api.models import Category, Order, OrderStatus
+
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database; larger ones are a 422, not a 500
+OrderId = Annotated[int, Path(ge=1, le=MAX_ID, description="The order's id.")]
 
 
 class ProductOut(BaseModel):
@@ -23,7 +28,7 @@ class ProductOut(BaseModel):
 class OrderCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    product_id: int = Field(gt=0)
+    product_id: int = Field(gt=0, le=MAX_ID)
     parent_email: EmailStr
     player_name: str = Field(min_length=1, max_length=200)
     quantity: int = Field(default=1, ge=1, le=20)
