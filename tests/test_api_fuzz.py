@@ -1,7 +1,7 @@
 """Bad input everywhere: schemathesis fuzzes every operation of the OpenAPI schema.
 
 Valid and invalid requests (up to 30 per operation, both generation modes) go over HTTP to the
-real app backed by the Stripe sandbox and a SQLite database, with the admin token (so admin
+real app backed by the Stripe sandbox, on SQLite and on PostgreSQL, with the admin token (so admin
 operations do real work). No answer may be a 5xx, and every 4xx must carry a non-empty
 ``detail`` saying what is wrong. ``POST /webhooks/stripe`` is fuzzed too: unsigned bodies are
 refused with 400s, which is what it must do.
@@ -10,7 +10,6 @@ refused with 400s, which is what it must do.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,13 +17,14 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
-from stripe_sandbox.app import create_app as create_sandbox
-from stripe_sandbox.config import SandboxConfig
-from stripe_sandbox.server import BackgroundServer
+from tests.procs import temporary_postgres
 
 from basketball_api.app import create_app
 from basketball_api.db import upgrade_database
 from basketball_api.settings import Settings
+from stripe_sandbox.app import create_app as create_sandbox
+from stripe_sandbox.config import SandboxConfig
+from stripe_sandbox.server import BackgroundServer
 
 TOKEN = "fuzz-admin-token-0123456789"
 SECRET = "whsec_fuzz_secret"
@@ -37,11 +37,24 @@ schema.config.generation.update(
 )
 
 
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}"
+        upgrade_database(url)
+        yield url
+        return
+    with temporary_postgres("basketball_fuzz") as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
-def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    db: Path = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
-    url = f"sqlite:///{db}"
-    upgrade_database(url)
+def api_url(database: str) -> Iterator[str]:
+    url = database
     with BackgroundServer(create_sandbox(SandboxConfig())) as sandbox:
         config = Settings(
             database_url=url,
