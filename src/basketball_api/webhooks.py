@@ -7,6 +7,8 @@ moment) is recognised and applied zero more times.
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -70,19 +72,61 @@ async def verified_event(request: Request, services: ServicesDep) -> dict[str, A
     if not header:
         raise WebhookRefused(400, "missing_signature", "Stripe-Signature header missing")
     try:
-        event = stripe.Webhook.construct_event(
-            body, header, secret.get_secret_value(), tolerance=SIGNATURE_TOLERANCE_SECONDS
+        payload = body.decode("utf-8")
+        stripe.WebhookSignature.verify_header(
+            payload, header, secret.get_secret_value(), tolerance=SIGNATURE_TOLERANCE_SECONDS
         )
+    except UnicodeDecodeError as e:
+        raise WebhookRefused(400, "bad_payload", "payload is not a Stripe event") from e
     except stripe.SignatureVerificationError as e:
         stale = "tolerance" in str(e).lower()
         reason = "stale_timestamp" if stale else "bad_signature"
         raise WebhookRefused(400, reason, "signature verification failed") from e
+    # Stripe's check only looks back; a signature dated ahead is refused the same way.
+    if _signed_at(header) > time.time() + SIGNATURE_TOLERANCE_SECONDS:
+        raise WebhookRefused(400, "stale_timestamp", "signature timestamp is in the future")
+    try:
+        data = json.loads(payload)
     except ValueError as e:
         raise WebhookRefused(400, "bad_payload", "payload is not a Stripe event") from e
-    data: dict[str, Any] = event.to_dict()
-    if not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
-        raise WebhookRefused(400, "bad_payload", "event has no id or type")
-    return data
+    problem = _shape_problem(data)
+    if problem is not None:
+        raise WebhookRefused(400, "bad_payload", problem)
+    event: dict[str, Any] = data
+    return event
+
+
+def _signed_at(header: str) -> int:
+    """The ``t=`` of a header ``verify_header`` accepted (so it is there and an integer)."""
+    for item in header.split(","):
+        key, _, value = item.partition("=")
+        if key.strip() == "t":
+            return int(value)
+    return 0
+
+
+def _shape_problem(data: Any) -> str | None:
+    """Why a signed payload cannot be an event we could store and apply (None if it can).
+
+    Refusing it with a 400 says what is wrong; letting it fail in the database would count a
+    ``processing_error`` and have Stripe retry something that can never apply.
+    """
+    if not isinstance(data, dict):
+        return "payload is not a JSON object"
+    for key, longest in (("id", 255), ("type", 100)):
+        value = data.get(key)
+        if not isinstance(value, str) or not value or len(value) > longest or "\x00" in value:
+            return f"event {key} missing or not a string of at most {longest} characters"
+    body = data.get("data") or {}
+    obj = body.get("object") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or not isinstance(obj or {}, dict):
+        return "event data.object is not an object"
+    session_id = (obj or {}).get("id")
+    if session_id is not None and (
+        not isinstance(session_id, str) or len(session_id) > 255 or "\x00" in session_id
+    ):
+        return "data.object.id is not an id"
+    return None
 
 
 def apply_event(factory: sessionmaker[Session], event: dict[str, Any]) -> Applied:
@@ -124,7 +168,12 @@ def _apply(db: Session, event: dict[str, Any]) -> Applied:
 def _find_order(db: Session, session: dict[str, Any]) -> Order | None:
     conditions = [Order.stripe_checkout_session_id == session.get("id")]
     reference = session.get("client_reference_id")
-    if isinstance(reference, str) and reference.isdigit():
+    if (
+        isinstance(reference, str)
+        and reference.isascii()
+        and reference.isdigit()
+        and len(reference) < 19
+    ):
         conditions.append(Order.id == int(reference))
     stmt = select(Order).where(or_(*conditions)).with_for_update(of=Order)
     return db.scalars(stmt).first()
@@ -143,14 +192,21 @@ async def stripe_webhook(
             "webhook_failed", event_id=event["id"], type=event["type"], error=type(e).__name__
         )
         raise WebhookRefused(500, "processing_error", "event not applied; Stripe will retry") from e
-    services.metrics.webhook_events.labels(type=event["type"], result=applied.result).inc()
+    kind = event["type"] if event["type"] in HANDLED else "other"  # a bounded label
+    services.metrics.webhook_events.labels(type=kind, result=applied.result).inc()
     if applied.result == "applied" and applied.category is not None:
         _observe(services, event, applied)
     return {"status": applied.result}
 
 
 def _observe(services: Services, event: dict[str, Any], applied: Applied) -> None:
-    snapshot = SessionSnapshot.from_stripe(event["data"]["object"])
+    """Move the gauges now; the event is already applied, so a snapshot we cannot read only
+    waits for the next refresh (which learns it from Stripe) instead of failing the request."""
+    try:
+        snapshot = SessionSnapshot.from_stripe(event["data"]["object"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        log.warning("webhook_not_observed", event_id=event["id"], error=type(e).__name__)
+        return
     services.refresher.observe(
         snapshot,
         category=applied.category or "",
