@@ -119,7 +119,7 @@ def _shape_problem(data: Any) -> str | None:
             return f"event {key} missing or not a string of at most {longest} characters"
     body = data.get("data") or {}
     obj = body.get("object") if isinstance(body, dict) else None
-    if not isinstance(body, dict) or not isinstance(obj or {}, dict):
+    if not isinstance(body, dict) or not isinstance({} if obj is None else obj, dict):
         return "event data.object is not an object"
     session_id = (obj or {}).get("id")
     if session_id is not None and (
