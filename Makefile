@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps lint test demo bench bench-sandbox reliability clean
+.PHONY: install system-deps lint audit test demo bench bench-sandbox reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ lint: install
 	$(BIN)/ruff format --check src tests bench deploy/tools
 	$(BIN)/mypy
 
-test: install system-deps lint
+# Known vulnerabilities in the installed dependencies (PyPI's advisory data).
+audit: install
+	$(BIN)/pip-audit --skip-editable
+
+test: install system-deps lint audit
 	$(BIN)/pytest
 
 demo: install
@@ -34,6 +38,13 @@ bench: install
 
 bench-sandbox: install
 	$(PY) -m bench.sandbox_throughput
+
+# Heavier runs than `make test` (docs/reliability.md): 10,000 webhooks to two replicas,
+# 2,000 refreshes under faults, sustained load. Each prints a table and writes bench/out/.
+reliability: install system-deps
+	$(PY) -m bench.exactly_once
+	$(PY) -m bench.soak
+	$(PY) -m bench.load
 
 clean:
 	rm -rf $(VENV) var bench/out .pytest_cache .mypy_cache .ruff_cache

@@ -38,6 +38,8 @@ class ApiProcess:
     log_path: Path
     env: dict[str, str]
     popen: subprocess.Popen[bytes] | None = None
+    argv: list[str] | None = None  # default: ``basketball-api serve --port <port>``
+    ready_path: str = "/health"
     _log_file: Any = field(default=None, repr=False)
 
     @property
@@ -54,10 +56,11 @@ class ApiProcess:
         return self.popen is not None and self.popen.poll() is None
 
     def start(self, timeout: float = 30.0) -> ApiProcess:
-        """Spawn the process and wait until ``/health`` answers 200."""
+        """Spawn the process and wait until ``ready_path`` answers 200."""
         self._log_file = self.log_path.open("ab")
+        argv = self.argv or ["-m", "basketball_api", "serve", "--port", str(self.port)]
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "basketball_api", "serve", "--port", str(self.port)],
+            [sys.executable, *argv],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
@@ -70,13 +73,13 @@ class ApiProcess:
                     f"the API exited with {self.popen.returncode} at start-up:\n{self.log_text()}"
                 )
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
                 self.kill()
-                raise TimeoutError(f"the API did not answer /health in time:\n{self.log_text()}")
+                raise TimeoutError(f"no answer on {self.ready_path} in time:\n{self.log_text()}")
             time.sleep(0.05)
 
     def stop(self, timeout: float = 15.0) -> int | None:
@@ -145,6 +148,21 @@ def start_api(log_dir: Path, name: str = "api", **settings: object) -> ApiProces
     """Start one API process with ``settings`` as environment variables."""
     log_dir.mkdir(parents=True, exist_ok=True)
     proc = ApiProcess(free_port(), log_dir / f"{name}.log", api_env(settings))
+    return proc.start()
+
+
+def start_sandbox(log_dir: Path, name: str = "sandbox", *flags: str) -> ApiProcess:
+    """The Stripe sandbox in a process of its own (``python -m stripe_sandbox``), so its work
+    stays off the measuring process's interpreter lock and memory."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = ApiProcess(
+        port,
+        log_dir / f"{name}.log",
+        api_env({}),
+        argv=["-m", "stripe_sandbox", "--port", str(port), *flags],
+        ready_path="/_sandbox/status",
+    )
     return proc.start()
 
 
