@@ -17,7 +17,7 @@ from basketball_api.deps import Services, get_services
 from basketball_api.errors import install_error_handlers
 from basketball_api.metrics import Metrics
 from basketball_api.ops import load_pending
-from basketball_api.refresher import Refresher
+from basketball_api.refresher import Refresher, freeze_startup_objects
 from basketball_api.settings import Settings
 from basketball_api.stripe_gateway import StripeGateway
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
             grace_seconds=settings.expiry_grace_seconds,
         )
         app.state.services = Services(settings, metrics, factory, gateway, refresher)
+        freeze_startup_objects()  # no 100 ms garbage-collector stalls mid-refresh
         metrics.up.set(1)
         if start_refresher:
             refresher.start()

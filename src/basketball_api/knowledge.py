@@ -8,12 +8,16 @@ Rules that keep Stripe traffic flat:
 - ``expired`` and ``complete`` are terminal: once learnt, never asked again.
 - An open session cannot expire by timeout before ``expires_at``; after it (plus a grace period)
   and with no completion seen in the events feed, it is expired. So timeouts need no call at all.
+
+Every pass over all sessions (``mark``, ``sweep``, ``tally``) works on a slice the caller
+chooses, so the refresher can yield to the event loop between slices at 100,000 sessions.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+import math
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from basketball_api.metrics import CATEGORIES
@@ -32,6 +36,8 @@ class SessionState(enum.IntEnum):
 
 
 _TERMINAL = frozenset({SessionState.EXPIRED, SessionState.PAID, SessionState.FAILED})
+_UNKNOWN = int(SessionState.UNKNOWN)
+_CATEGORY_BITS = 0b11000
 
 
 def state_from(status: str, payment_status: str, event_type: str | None = None) -> SessionState:
@@ -81,6 +87,10 @@ class SessionKnowledge:
         self._facts: dict[str, int] = {}
         self.events_cursor: str | None = None
         self.synced_at: float | None = None  # Stripe time of the last cold or warm sync
+        # Stripe time after which every event of a newly created session is still ahead of
+        # the cursor: such a session, unseen in the feed, is open until its expires_at.
+        self.fresh_after: float | None = None
+        self.changes = 0  # bumped by every write; lets a sliced count notice a concurrent one
 
     def __len__(self) -> int:
         return len(self._facts)
@@ -92,29 +102,60 @@ class SessionKnowledge:
         self._facts.clear()
         self.events_cursor = None
         self.synced_at = None
+        self.fresh_after = None
+        self.changes += 1
 
     def track(self, pending: Iterable[tuple[str, str]]) -> list[str]:
         """Track exactly these (session id, category) pairs; returns the ones not learnt yet."""
-        old = self._facts
-        new: dict[str, int] = {}
+        pairs = list(pending)
+        unknown = self.mark(pairs)
+        self.sweep({session_id for session_id, _ in pairs}, list(self._facts))
+        return unknown
+
+    def mark(self, pending: Iterable[tuple[str, str]]) -> list[str]:
+        """Track these (session id, category) pairs too; returns the ones not learnt yet.
+
+        In place, so a webhook's fact recorded between two slices is never lost.
+        """
+        facts = self._facts
+        index = _CATEGORY_INDEX
         unknown: list[str] = []
         for session_id, category in pending:
-            cat = _CATEGORY_INDEX[category]
-            packed = old.get(session_id)
+            cat = index[category] << 3
+            packed = facts.get(session_id)
             if packed is None:
-                new[session_id] = _pack(SessionState.UNKNOWN, cat, 0)
+                facts[session_id] = cat | _UNKNOWN
                 unknown.append(session_id)
-            else:
-                new[session_id] = (packed & ~0b11000) | (cat << 3)
-                if packed & 0b111 == SessionState.UNKNOWN:
-                    unknown.append(session_id)
-        self._facts = new
+                continue
+            if packed & _CATEGORY_BITS != cat:
+                facts[session_id] = (packed & ~_CATEGORY_BITS) | cat
+            if packed & 0b111 == _UNKNOWN:
+                unknown.append(session_id)
+        self.changes += 1
         return unknown
+
+    def sweep(self, keep: Container[str], candidates: Iterable[str]) -> int:
+        """Stop tracking those ``candidates`` not in ``keep``; returns how many were dropped.
+
+        ``candidates`` is a slice of a ``list(...)`` of the tracked ids taken beforehand.
+        """
+        facts = self._facts
+        dropped = 0
+        for session_id in candidates:
+            if session_id not in keep and facts.pop(session_id, None) is not None:
+                dropped += 1
+        if dropped:
+            self.changes += 1
+        return dropped
+
+    def tracked_ids(self) -> list[str]:
+        return list(self._facts)
 
     def ensure(self, session_id: str, category: str) -> None:
         """Start tracking one more session (a webhook saw it before any refresh did)."""
         if session_id not in self._facts:
             self._facts[session_id] = _pack(SessionState.UNKNOWN, _CATEGORY_INDEX[category], 0)
+            self.changes += 1
 
     def learn(self, session_id: str, state: SessionState, expires_at: int) -> bool:
         """Record a fact about a tracked session; returns whether anything changed."""
@@ -126,16 +167,25 @@ class SessionKnowledge:
             return False
         updated = _pack(state, (packed >> 3) & 0b11, expires_at or packed >> 5)
         self._facts[session_id] = updated
-        return updated != packed
+        if updated == packed:
+            return False
+        self.changes += 1
+        return True
 
     def forget(self, session_id: str) -> None:
-        self._facts.pop(session_id, None)
+        if self._facts.pop(session_id, None) is not None:
+            self.changes += 1
+
+    def is_unknown(self, session_id: str) -> bool:
+        """Tracked and not learnt yet."""
+        packed = self._facts.get(session_id)
+        return packed is not None and packed & 0b111 == _UNKNOWN
 
     def sessions_in(self, state: SessionState) -> list[str]:
         return [s for s, p in self._facts.items() if p & 0b111 == state]
 
     def unknown(self) -> list[str]:
-        return [s for s, p in self._facts.items() if p & 0b111 == SessionState.UNKNOWN]
+        return [s for s, p in self._facts.items() if p & 0b111 == _UNKNOWN]
 
     def category(self, session_id: str) -> str | None:
         packed = self._facts.get(session_id)
@@ -155,13 +205,42 @@ class SessionKnowledge:
         name = _BUCKETS.get(_effective(packed, now, grace))
         return None if name is None else (CATEGORIES[(packed >> 3) & 0b11], name)
 
+    def packed_values(self) -> list[int]:
+        """A copy of every session's packed fact, for :func:`tally` in slices."""
+        return list(self._facts.values())
+
     def counts(self, now: float, grace: float = 0.0) -> Counts:
-        counts = Counts()
-        for packed in self._facts.values():
-            name = _BUCKETS.get(_effective(packed, now, grace))
-            if name is not None:
-                counts.bucket(name)[CATEGORIES[(packed >> 3) & 0b11]] += 1
-        return counts
+        totals = new_tally()
+        tally(self.packed_values(), now, grace, totals)
+        return counts_of(totals)
+
+
+def new_tally() -> list[int]:
+    """Sessions per (state, category) key, ``state | category << 3``."""
+    return [0] * 32
+
+
+def tally(packed: Sequence[int], now: float, grace: float, totals: list[int]) -> None:
+    """Add these packed facts to ``totals``; an open session whose ``expires_at + grace`` has
+    passed is counted as expired. A few tens of nanoseconds per session."""
+    # OPEN is 0, so an open session's packed value is below this exactly when
+    # expires_at <= now - grace.
+    limit = (math.floor(now - grace) + 1) << 5
+    expired = int(SessionState.EXPIRED)
+    for p in packed:
+        key = p & 31
+        if not key & 0b111 and p < limit:
+            key |= expired
+        totals[key] += 1
+
+
+def counts_of(totals: Sequence[int]) -> Counts:
+    counts = Counts()
+    for state, name in _BUCKETS.items():
+        bucket = counts.bucket(name)
+        for index, category in enumerate(CATEGORIES):
+            bucket[category] = totals[int(state) | index << 3]
+    return counts
 
 
 _BUCKETS = {

@@ -75,8 +75,16 @@ class Product(Base):
 class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
-        # The refresher's query: pending orders that have a checkout session.
-        Index("ix_orders_status_session", "status", "stripe_checkout_session_id"),
+        # The refresher's query, pending orders that have a checkout session, answered from
+        # the index alone (migration 0003).
+        Index(
+            "ix_orders_status_session_cover",
+            "status",
+            "stripe_checkout_session_id",
+            "product_id",
+            "checkout_session_created_at",
+            "checkout_session_expires_at",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

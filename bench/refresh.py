@@ -1,0 +1,757 @@
+"""The expired-session gauge at scale: our refresher against the per-order retrieve.
+
+Run: ``python -m bench.refresh`` (``make bench``). Options: ``--sizes 24,1000``,
+``--databases sqlite,postgresql``, ``--naive-sample-seconds 20``, ``--out bench/out``.
+
+For each number N of pending orders (24, 1,000, 10,000, 100,000 by default):
+
+- the Stripe sandbox runs in a process of its own with 50 ms of latency on every request and
+  Stripe's 25 requests/s per-endpoint limit; its sessions are seeded in bulk through the
+  control endpoint (30 % expired, the rest open, categories mixed) and the matching pending
+  orders are inserted straight into a fresh database with bulk inserts — a benchmark fixture,
+  not the demo;
+- the API is served by uvicorn in a thread of this process (refresher loop off), and a
+  separate probe process scrapes ``/metrics`` in a loop while each refresh runs;
+- **ours** — ``POST /admin/refresh``, the production code path: a cold refresh (new process,
+  empty knowledge), then the sandbox clock is moved 2 h forward so that 1 % of the sessions
+  pass their ``expires_at`` (Stripe expires them; no webhook is configured, so nothing tells
+  the service), then a warm refresh;
+- **naive** — the original ticket's algorithm, through the same gateway (same token bucket,
+  concurrency bound and backoff): every pending order's session retrieved on every refresh.
+  Measured in full up to 1,000 orders (once, then again after another 1 % expired by clock);
+  above that it runs for ``--naive-sample-seconds`` and its time is projected from the
+  measured rate (it would take longer than the bench's budget);
+- memory: the bytes ``tracemalloc`` sees retained by a ``SessionKnowledge`` that tracks the
+  N sessions (loaded from the same database), divided by N.
+
+After every refresh the gauge is compared with the truth computed from the sandbox's own
+state (``SandboxControl.sessions``) and the orders' categories. Prints a markdown table and
+writes it to ``<out>/refresh.md``, with a plot in ``<out>/refresh.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from sqlalchemy import insert, select
+from sqlalchemy.engine import make_url
+
+from basketball_api.app import create_app
+from basketball_api.db import make_engine, make_session_factory, upgrade_database
+from basketball_api.deps import Services
+from basketball_api.knowledge import SessionKnowledge, SessionState
+from basketball_api.logging_setup import configure_logging
+from basketball_api.metrics import CATEGORIES
+from basketball_api.models import Order, Product
+from basketball_api.ops import load_pending
+from basketball_api.settings import Settings
+from stripe_sandbox.control import SandboxControl
+from stripe_sandbox.server import BackgroundServer
+
+# stripe-python's HTTPXClient posts ``data=<str>``, which httpx 0.28 deprecates.
+warnings.filterwarnings(
+    "ignore", message=r"Use 'content=<\.\.\.>' to upload", category=DeprecationWarning
+)
+
+SIZES = (24, 1_000, 10_000, 100_000)
+LATENCY_SECONDS = 0.05
+SANDBOX_RATE_LIMIT = 25.0
+EXPIRED_SHARE = 0.30
+WARM_SHARE = 0.01
+CLOCK_STEP_SECONDS = 2 * 3600  # each step expires exactly one 1 % batch (see seed_sessions)
+NAIVE_FULL_UP_TO = 1_000
+READS_PER_MONTH_FACTOR = 8_640  # refreshes in 30 days at one per 5 minutes
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
+PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+# Targets from the performance requirements.
+WARM_CALLS_MAX = 2
+WARM_SECONDS_MAX = {10_000: 1.0, 100_000: 5.0}
+COLD_SECONDS_MAX_100K = 60.0
+METRICS_P50_MAX_MS = 5.0
+METRICS_P99_MAX_MS = 20.0
+BYTES_PER_SESSION_MAX = 300.0
+READS_PER_MONTH_MAX = 10_000
+SPEEDUP_COLD_MIN = 20.0
+SPEEDUP_WARM_CALLS_MIN = 100.0
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sandbox_process() -> Iterator[str]:
+    """The sandbox in its own process; yields its URL; stopped by its own process id."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.sandbox_process"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError(f"the sandbox did not start: {url!r}")
+        yield url
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait(10)
+
+
+class MetricsProbe:
+    """A separate process scraping ``/metrics`` in a loop between ``start`` and ``stop``."""
+
+    def __init__(self, url: str) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.metrics_probe", url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the /metrics probe did not start")
+
+    def _send(self, command: str) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(command + "\n")
+        self._proc.stdin.flush()
+
+    def start(self) -> None:
+        self._send("start")
+
+    def stop(self) -> dict[str, float]:
+        self._send("stop")
+        assert self._proc.stdout is not None
+        report: dict[str, float] = json.loads(self._proc.stdout.readline())
+        return report
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.terminate()
+            self._proc.wait(10)
+
+
+# -- fixture: sessions in the sandbox, orders in the database -----------------------------------
+
+
+# (session id, category, created, expires_at): plain tuples of plain values, which the
+# garbage collector stops tracking, so the fixture does not lengthen the collections of the
+# API served in this same process.
+Seeded = tuple[str, str, int, int]
+
+
+@dataclass
+class Fixture:
+    categories: dict[str, str]  # session id -> category of its pending order
+    warm_batches: tuple[list[str], list[str]]  # expire on the 1st and 2nd clock step
+
+
+def seed_sessions(control: SandboxControl, n: int) -> tuple[Fixture, list[Seeded]]:
+    """N sessions: 30 % expired, two 1 % batches that expire on the 1st and 2nd clock step,
+    the rest open until well past both steps. Seeded without latency or rate limit."""
+    expired = round(n * EXPIRED_SHARE)
+    warm = max(1, round(n * WARM_SHARE))
+    far = n - expired - 2 * warm
+    hour = 3600
+    batches = [
+        # expires_in 24 h, created over the last 18 h: open ones would expire in 6..24 h
+        control.seed(expired, created_spread_seconds=18 * hour, statuses=["expired"]),
+        control.seed(warm, created_spread_seconds=600, expires_in_seconds=1 * hour),
+        control.seed(warm, created_spread_seconds=600, expires_in_seconds=3 * hour),
+        control.seed(far, created_spread_seconds=18 * hour),
+    ]
+    sessions: list[Seeded] = [
+        (str(s["id"]), CATEGORIES[i % len(CATEGORIES)], int(s["created"]), int(s["expires_at"]))
+        for i, s in enumerate(itertools.chain.from_iterable(batches))
+    ]
+    fixture = Fixture(
+        {s[0]: s[1] for s in sessions},
+        ([str(s["id"]) for s in batches[1]], [str(s["id"]) for s in batches[2]]),
+    )
+    return fixture, sessions
+
+
+@contextlib.contextmanager
+def database(kind: str, workdir: Path) -> Iterator[str]:
+    """A fresh, migrated database: a SQLite file, or a PostgreSQL database dropped after."""
+    if kind == "sqlite":
+        url = f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:8]}.db'}"
+        upgrade_database(url)
+        yield url
+        return
+    import psycopg
+
+    admin = make_url(PG_ADMIN_URL)
+    name = f"basketball_bench_{uuid.uuid4().hex[:10]}"
+    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.set(database=name, drivername="postgresql+psycopg").render_as_string(
+        hide_password=False
+    )
+    try:
+        upgrade_database(url)
+        yield url
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def insert_orders(url: str, sandbox_url: str, sessions: Sequence[Seeded]) -> None:
+    """One pending order per session, written in bulk (10,000 rows per statement batch)."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            products = {
+                category.value: (pid, amount)
+                for pid, category, amount in conn.execute(
+                    select(Product.id, Product.category, Product.unit_amount)
+                )
+            }
+            now = datetime.now(UTC)
+            for start in range(0, len(sessions), 10_000):
+                chunk = sessions[start : start + 10_000]
+                rows = []
+                for i, (session_id, category, created, expires_at) in enumerate(chunk, start):
+                    product_id, amount = products[category]
+                    rows.append(
+                        {
+                            "product_id": product_id,
+                            "status": "pending",
+                            "quantity": 1,
+                            "amount": amount,
+                            "currency": "usd",
+                            "parent_email": f"parent{i}@example.org",
+                            "player_name": f"Player {i}",
+                            "stripe_checkout_session_id": session_id,
+                            "checkout_url": f"{sandbox_url}/c/pay/{session_id}",
+                            "checkout_session_created_at": datetime.fromtimestamp(created, UTC),
+                            "checkout_session_expires_at": datetime.fromtimestamp(expires_at, UTC),
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
+                conn.execute(insert(Order), rows)
+    finally:
+        engine.dispose()
+
+
+def truth(control: SandboxControl, categories: dict[str, str]) -> dict[str, int]:
+    """Pending orders per category whose session Stripe says is expired (all orders here are
+    pending), from the sandbox's ground truth."""
+    counts = dict.fromkeys(CATEGORIES, 0)
+    for session_id in control.sessions(status="expired"):
+        category = categories.get(session_id)
+        if category is not None:
+            counts[category] += 1
+    return counts
+
+
+# -- the naive baseline, run inside the app so /metrics is measured the same way ----------------
+
+
+async def naive_refresh(services: Services, budget_seconds: float) -> dict[str, Any]:
+    """Retrieve every pending order's session (the original ticket's query pattern) through
+    the service's own gateway; stop after ``budget_seconds`` if positive."""
+    started = time.perf_counter()
+    rows = await asyncio.to_thread(load_pending, services.sessions)
+    expired = dict.fromkeys(CATEGORIES, 0)
+    queue = iter(rows)
+    done = 0
+    deadline = started + budget_seconds if budget_seconds > 0 else math.inf
+    calls_before = services.gateway.calls
+
+    async def worker() -> None:
+        nonlocal done
+        for row in queue:
+            snapshot = await services.gateway.retrieve_session(row.session_id)
+            if snapshot.status == "expired":
+                expired[row.category] += 1
+            done += 1
+            if time.perf_counter() >= deadline:
+                return
+
+    await asyncio.gather(*(worker() for _ in range(services.settings.stripe_max_concurrency)))
+    return {
+        "expired": expired,
+        "done": done,
+        "total": len(rows),
+        "seconds": time.perf_counter() - started,
+        "calls": services.gateway.calls - calls_before,
+    }
+
+
+def bench_app(settings: Settings) -> FastAPI:
+    app = create_app(settings, start_refresher=False)
+
+    @app.post("/_bench/naive", include_in_schema=False)
+    async def naive(request: Request, budget: float = 0.0) -> dict[str, Any]:
+        return await naive_refresh(request.app.state.services, budget)
+
+    @app.get("/_bench/knowledge", include_in_schema=False)
+    async def knowledge(request: Request) -> dict[str, Any]:
+        services: Services = request.app.state.services
+        return {"tracked": len(services.refresher.knowledge), "calls": services.gateway.calls}
+
+    return app
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def knowledge_bytes_per_session(url: str) -> float:
+    """Bytes retained by a ``SessionKnowledge`` tracking every pending order's session, as
+    tracemalloc sees them once the rows it was built from are gone."""
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    try:
+        load_pending(factory)  # compile and cache the statement outside the measurement
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        rows = load_pending(factory)
+        knowledge = SessionKnowledge()
+        knowledge.track((r.session_id, r.category) for r in rows)
+        for r in rows:
+            knowledge.learn(r.session_id, SessionState.OPEN, r.session_created_at + 86_400)
+        tracked = len(knowledge)
+        del rows
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        del knowledge
+        return used / max(1, tracked)
+    finally:
+        engine.dispose()
+
+
+# -- one case ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    seconds: float
+    calls: int
+    probe: dict[str, float]
+    correct: bool
+    projected: bool = False
+    newly_expired: int = 0
+
+
+@dataclass
+class Case:
+    database: str
+    n: int
+    ours_cold: Run | None = None
+    ours_warm: Run | None = None
+    naive_cold: Run | None = None
+    naive_warm: Run | None = None
+    bytes_per_session: float = float("nan")
+    notes: list[str] = field(default_factory=list)
+
+
+def stripe_calls(control: SandboxControl) -> int:
+    return sum(v for k, v in control.request_counts().items() if " /v1/" in k)
+
+
+def run_case(
+    sandbox_url: str,
+    control: SandboxControl,
+    kind: str,
+    n: int,
+    workdir: Path,
+    naive: bool,
+    naive_sample_seconds: float,
+) -> Case:
+    case = Case(kind, n)
+    control.reset()
+    fixture, sessions = seed_sessions(control, n)
+    with database(kind, workdir) as url:
+        insert_orders(url, sandbox_url, sessions)
+        del sessions
+        control.set_latency(LATENCY_SECONDS)
+        control.set_rate_limit(SANDBOX_RATE_LIMIT)
+        settings = Settings(
+            database_url=url,
+            stripe_api_base=sandbox_url,
+            admin_token=ADMIN_TOKEN,
+            log_level="WARNING",
+        )
+        app = bench_app(settings)
+        with BackgroundServer(app) as server:
+            probe = MetricsProbe(f"{server.url}/metrics")
+            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            try:
+                with httpx.Client(base_url=server.url, headers=headers, timeout=900) as api:
+
+                    def ours(newly_expired: int) -> Run:
+                        control.reset_request_counts()
+                        probe.start()
+                        started = time.perf_counter()
+                        body = api.post("/admin/refresh").json()
+                        seconds = time.perf_counter() - started
+                        latencies = probe.stop()
+                        expected = truth(control, fixture.categories)
+                        correct = bool(body["succeeded"]) and body["expired"] == expected
+                        if not correct:
+                            case.notes.append(f"ours: gauge {body} != truth {expected}")
+                        return Run(
+                            seconds, stripe_calls(control), latencies, correct, False, newly_expired
+                        )
+
+                    def baseline(newly_expired: int) -> Run:
+                        control.reset_request_counts()
+                        full = n <= NAIVE_FULL_UP_TO
+                        probe.start()
+                        started = time.perf_counter()
+                        budget = 0.0 if full else naive_sample_seconds
+                        body = api.post("/_bench/naive", params={"budget": budget}).json()
+                        seconds = time.perf_counter() - started
+                        latencies = probe.stop()
+                        calls = stripe_calls(control)
+                        if full:
+                            expected = truth(control, fixture.categories)
+                            correct = body["expired"] == expected
+                            return Run(seconds, calls, latencies, correct, False, newly_expired)
+                        # Projected: the whole list at the measured rate, one call per order.
+                        rate = body["done"] / body["seconds"]
+                        projected_calls = round(calls * body["total"] / max(1, body["done"]))
+                        return Run(
+                            body["total"] / rate,
+                            projected_calls,
+                            latencies,
+                            True,
+                            True,
+                            newly_expired,
+                        )
+
+                    case.ours_cold = ours(0)
+                    warm_a, warm_b = fixture.warm_batches
+                    control.advance_clock(CLOCK_STEP_SECONDS)
+                    case.ours_warm = ours(len(warm_a))
+                    if naive:
+                        case.naive_cold = baseline(0)
+                        control.advance_clock(CLOCK_STEP_SECONDS)
+                        case.naive_warm = baseline(len(warm_b))
+            finally:
+                probe.close()
+        control.set_latency(0)
+        control.set_rate_limit(None)
+        case.bytes_per_session = knowledge_bytes_per_session(url)
+    return case
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _s(run: Run | None) -> str:
+    if run is None:
+        return "—"
+    text = f"{run.seconds:,.3f}" if run.seconds < 10 else f"{run.seconds:,.1f}"
+    return f"~{text} (projected)" if run.projected else text
+
+
+def _calls(run: Run | None) -> str:
+    if run is None:
+        return "—"
+    return f"~{run.calls:,}" if run.projected else f"{run.calls:,}"
+
+
+def _lat(run: Run | None) -> str:
+    if run is None or not run.probe.get("count"):
+        return "—"
+    return f"{run.probe['p50_ms']:.1f} / {run.probe['p99_ms']:.1f}"
+
+
+def _ok(run: Run | None) -> str:
+    if run is None:
+        return "—"
+    return "projected" if run.projected else ("yes" if run.correct else "**NO**")
+
+
+def render_table(cases: Sequence[Case]) -> str:
+    head = (
+        "| database | N pending | algorithm | cold s | cold calls | warm s | warm calls "
+        "| newly expired (warm) | /metrics p50/p99 ms (cold) | /metrics p50/p99 ms (warm) "
+        "| bytes/session | reads/month | gauge = truth |\n"
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    )
+    lines = []
+    for c in cases:
+        for name, cold, warm in (
+            ("ours", c.ours_cold, c.ours_warm),
+            ("naive", c.naive_cold, c.naive_warm),
+        ):
+            if cold is None:
+                continue
+            reads = f"{warm.calls * READS_PER_MONTH_FACTOR:,}" if warm else "—"
+            if warm is not None and warm.projected:
+                reads = "~" + reads
+            memory = f"{c.bytes_per_session:.0f}" if name == "ours" else "0 (stateless)"
+            correct = _ok(cold) if _ok(cold) == _ok(warm) else f"{_ok(cold)} / {_ok(warm)}"
+            lines.append(
+                f"| {c.database} | {c.n:,} | {name} | {_s(cold)} | {_calls(cold)} | {_s(warm)} "
+                f"| {_calls(warm)} | {warm.newly_expired if warm else '—'} | {_lat(cold)} "
+                f"| {_lat(warm)} | {memory} | {reads} | {correct} |"
+            )
+    return head + "\n".join(lines) + "\n"
+
+
+def check_targets(cases: Sequence[Case]) -> list[tuple[str, bool, str]]:
+    """(target, met, measured) for every requirement the table can answer."""
+    out: list[tuple[str, bool, str]] = []
+    ours = [c for c in cases if c.ours_cold and c.ours_warm]
+    for c in ours:
+        assert c.ours_cold is not None
+        assert c.ours_warm is not None
+        tag = f"{c.database} N={c.n:,}"
+        out.append(
+            (
+                f"warm calls ≤ {WARM_CALLS_MAX} ({tag})",
+                c.ours_warm.calls <= WARM_CALLS_MAX,
+                f"{c.ours_warm.calls}",
+            )
+        )
+        reads = c.ours_warm.calls * READS_PER_MONTH_FACTOR
+        out.append(
+            (
+                f"reads/month ≤ {READS_PER_MONTH_MAX:,} ({tag})",
+                reads <= READS_PER_MONTH_MAX,
+                f"{reads:,}",
+            )
+        )
+        budget = 1.1 * math.ceil(c.n / 100) + 10
+        out.append(
+            (
+                f"cold calls ≤ 1.1 x ceil(N/100) + 10 = {budget:.1f} ({tag})",
+                c.ours_cold.calls <= budget,
+                f"{c.ours_cold.calls}",
+            )
+        )
+        if c.n in WARM_SECONDS_MAX:
+            limit = WARM_SECONDS_MAX[c.n]
+            out.append(
+                (
+                    f"warm ≤ {limit:g} s ({tag})",
+                    c.ours_warm.seconds <= limit,
+                    f"{c.ours_warm.seconds:.3f} s",
+                )
+            )
+        if c.n == 100_000:
+            out.append(
+                (
+                    f"cold ≤ {COLD_SECONDS_MAX_100K:g} s ({tag})",
+                    c.ours_cold.seconds <= COLD_SECONDS_MAX_100K,
+                    f"{c.ours_cold.seconds:.1f} s",
+                )
+            )
+            for label, run in (("cold", c.ours_cold), ("warm", c.ours_warm)):
+                p50, p99 = run.probe.get("p50_ms", math.nan), run.probe.get("p99_ms", math.nan)
+                out.append(
+                    (
+                        f"/metrics p50 ≤ {METRICS_P50_MAX_MS:g} ms, "
+                        f"p99 ≤ {METRICS_P99_MAX_MS:g} ms during the {label} refresh ({tag})",
+                        p50 <= METRICS_P50_MAX_MS and p99 <= METRICS_P99_MAX_MS,
+                        f"{p50:.1f} / {p99:.1f} ms over {run.probe.get('count', 0):.0f} scrapes",
+                    )
+                )
+        if c.n >= 1_000:
+            out.append(
+                (
+                    f"memory ≤ {BYTES_PER_SESSION_MAX:g} bytes/session ({tag})",
+                    c.bytes_per_session <= BYTES_PER_SESSION_MAX,
+                    f"{c.bytes_per_session:.0f} B",
+                )
+            )
+        out.append(
+            (
+                f"gauge = truth after every refresh ({tag})",
+                c.ours_cold.correct and c.ours_warm.correct,
+                ", ".join(c.notes) or "yes",
+            )
+        )
+        if c.n == 1_000 and c.naive_cold and c.naive_warm:
+            cold_ratio = c.naive_cold.seconds / c.ours_cold.seconds
+            calls_ratio = c.naive_warm.calls / max(1, c.ours_warm.calls)
+            out.append(
+                (
+                    f"naive ÷ ours cold wall time ≥ {SPEEDUP_COLD_MIN:g}x ({tag})",
+                    cold_ratio >= SPEEDUP_COLD_MIN,
+                    f"{cold_ratio:.0f}x",
+                )
+            )
+            out.append(
+                (
+                    f"naive ÷ ours warm calls ≥ {SPEEDUP_WARM_CALLS_MIN:g}x ({tag})",
+                    calls_ratio >= SPEEDUP_WARM_CALLS_MIN,
+                    f"{calls_ratio:.0f}x",
+                )
+            )
+    return out
+
+
+def render_targets(targets: Sequence[tuple[str, bool, str]]) -> str:
+    lines = ["| target | met | measured |", "|---|---|---|"]
+    lines += [f"| {t} | {'yes' if ok else '**no**'} | {m} |" for t, ok, m in targets]
+    return "\n".join(lines) + "\n"
+
+
+def plot(cases: Sequence[Case], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (calls_ax, time_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
+    databases = sorted({c.database for c in cases})
+    for db in databases:
+        rows = sorted((c for c in cases if c.database == db), key=lambda c: c.n)
+        series: list[tuple[str, str, str]] = [
+            ("ours_cold", "ours cold", "o-"),
+            ("ours_warm", "ours warm", "s-"),
+        ]
+        if db == databases[0]:
+            series += [("naive_cold", "naive cold", "o--"), ("naive_warm", "naive warm", "s--")]
+        for attr, label, style in series:
+            points = [(c.n, getattr(c, attr)) for c in rows if getattr(c, attr) is not None]
+            if not points:
+                continue
+            xs = [n for n, _ in points]
+            suffix = f" ({db})" if len(databases) > 1 else ""
+            calls_ax.plot(xs, [max(r.calls, 0.8) for _, r in points], style, label=label + suffix)
+            time_ax.plot(xs, [r.seconds for _, r in points], style, label=label + suffix)
+    xs_all = sorted({c.n for c in cases})
+    calls_ax.plot(
+        xs_all,
+        [1.1 * math.ceil(n / 100) + 10 for n in xs_all],
+        ":",
+        color="grey",
+        label="cold budget 1.1·⌈N/100⌉+10",
+    )
+    calls_ax.axhline(WARM_CALLS_MAX, color="grey", linestyle="-.", label="warm budget (2)")
+    for ax, title, unit in (
+        (calls_ax, "Stripe calls per refresh", "calls"),
+        (time_ax, "Refresh wall time (naive > 1,000: projected)", "seconds"),
+    ):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("pending orders")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"Expired-session gauge refresh, Stripe sandbox at {LATENCY_SECONDS * 1000:.0f} ms "
+        f"latency and {SANDBOX_RATE_LIMIT:.0f} req/s per endpoint"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.refresh", description=__doc__)
+    parser.add_argument("--sizes", default=",".join(str(n) for n in SIZES))
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--naive-sample-seconds", type=float, default=20.0)
+    parser.add_argument("--no-naive", action="store_true")
+    parser.add_argument("--out", default="bench/out")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    kinds = [k for k in args.databases.split(",") if k]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    configure_logging("WARNING")
+    if "postgresql" in kinds and not _postgres_reachable():
+        print(f"PostgreSQL not reachable at {PG_ADMIN_URL}: SQLite only", flush=True)
+        kinds = [k for k in kinds if k != "postgresql"]
+
+    started = time.perf_counter()
+    cases: list[Case] = []
+    with (
+        sandbox_process() as sandbox_url,
+        SandboxControl(sandbox_url, timeout=600) as control,
+        tempfile.TemporaryDirectory(prefix="bench-refresh-") as tmp,
+    ):
+        for kind in kinds:
+            for n in sizes:
+                # The baseline talks to the same Stripe whatever the database: run it once.
+                naive = not args.no_naive and kind == kinds[0]
+                t0 = time.perf_counter()
+                case = run_case(
+                    sandbox_url,
+                    control,
+                    kind,
+                    n,
+                    Path(tmp),
+                    naive,
+                    args.naive_sample_seconds,
+                )
+                cases.append(case)
+                print(f"{kind} N={n:,}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+                print(render_table([case]), flush=True)
+
+    table = render_table(cases)
+    targets = render_targets(check_targets(cases))
+    elapsed = time.perf_counter() - started
+    setup = (
+        f"Sandbox: {LATENCY_SECONDS * 1000:.0f} ms per request, {SANDBOX_RATE_LIMIT:.0f} "
+        f"requests/s per endpoint; {EXPIRED_SHARE:.0%} of sessions expired; warm refresh "
+        f"after the sandbox clock moved {CLOCK_STEP_SECONDS // 3600} h so that "
+        f"{WARM_SHARE:.0%} more sessions passed their expires_at. Calls are counted by the "
+        f"sandbox. Machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}. "
+        f"Bench wall time: {elapsed / 60:.1f} min.\n"
+    )
+    report = f"{setup}\n{table}\n{targets}"
+    (out / "refresh.md").write_text(report)
+    plot(cases, out / "refresh.png")
+    print(report)
+    print(f"wrote {out / 'refresh.md'} and {out / 'refresh.png'}")
+
+
+def _postgres_reachable() -> bool:
+    try:
+        import psycopg
+
+        admin = make_url(PG_ADMIN_URL)
+        conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(conninfo, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+if __name__ == "__main__":
+    main()
