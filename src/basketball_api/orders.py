@@ -6,12 +6,13 @@ caller); ``stripe`` is a synchronous facade over the async gateway for that thre
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import BigInteger, String, select, type_coerce
+from sqlalchemy import BigInteger, String, func, select, type_coerce
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -185,26 +186,29 @@ def load_pending_rows(db: Session) -> PendingRows:
 
     Covered by the ``ix_orders_status_session_cover`` index (an index-only scan on both
     databases); categories come as plain strings and timestamps as Unix seconds.
+
+    It runs in a worker thread while the event loop serves requests, so it reads 1,000 rows at
+    a time (a server-side cursor on PostgreSQL: psycopg would otherwise convert the whole result
+    in one call holding the interpreter lock), turns each batch into columns in C, and sleeps
+    half a millisecond between batches so the loop's thread gets the interpreter lock at once
+    instead of waiting for CPython's forced 5 ms hand-over (SQLite drops and retakes the lock
+    on every row, which never lets that hand-over happen).
     """
     stmt = (
         select(
             Order.stripe_checkout_session_id,
             type_coerce(Product.category, String),
-            _EpochSeconds(Order.checkout_session_created_at),
-            _EpochSeconds(Order.checkout_session_expires_at),
+            func.coalesce(_EpochSeconds(Order.checkout_session_created_at), 0),
+            func.coalesce(_EpochSeconds(Order.checkout_session_expires_at), 0),
         )
         .join(Product, Product.id == Order.product_id)
         .where(Order.status == OrderStatus.pending)
         .where(Order.stripe_checkout_session_id.is_not(None))
+        .execution_options(yield_per=1_000)
     )
-    if db.get_bind().dialect.name == "postgresql":
-        # A server-side cursor, 2,000 rows a round trip: psycopg turns a whole client-side
-        # result into rows in one go, holding the interpreter lock ~25 ms at 100,000 rows, and
-        # the event loop's thread waits that long; in batches it never waits more than ~5 ms.
-        stmt = stmt.execution_options(yield_per=2_000)
     rows = PendingRows()
-    append = rows.append
-    for session_id, category, created_at, expires_at in db.execute(stmt):
-        if session_id is not None:
-            append(session_id, category, created_at or 0, expires_at or 0)
+    for batch in db.execute(stmt).partitions():
+        if batch:
+            rows.extend(*zip(*batch, strict=True))
+        time.sleep(0.0005)
     return rows
