@@ -18,6 +18,10 @@ from sqlalchemy.engine import make_url
 
 from basketball_api.db import make_engine, upgrade_database
 
+# Shared fixtures: a module-wide sandbox with its control and SDK client (the sandbox's own
+# tests), and a headless chromium (the browser tests).
+pytest_plugins = ("tests.sandbox_fixtures", "tests.browser")
+
 PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -3,7 +3,6 @@ Debian's chromium driven by selenium."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,14 +14,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from stripe_sandbox.app import create_app
 from stripe_sandbox.checkout_page import format_amount
 from stripe_sandbox.control import SandboxControl
 from stripe_sandbox.server import BackgroundServer
-
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Use 'content=<...>' to upload raw bytes/text content.:DeprecationWarning"
-)
 
 
 async def _landing(request: Request) -> HTMLResponse:
@@ -39,28 +33,6 @@ def shop() -> Iterator[BackgroundServer]:
     app = Starlette(routes=[Route("/{page}", _landing, methods=["GET"])])
     with BackgroundServer(app) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[BackgroundServer]:
-    with BackgroundServer(create_app()) as srv:
-        yield srv
-
-
-@pytest.fixture
-def control(server: BackgroundServer) -> Iterator[SandboxControl]:
-    with SandboxControl(server.url) as ctl:
-        ctl.reset()
-        yield ctl
-
-
-@pytest.fixture
-def client(server: BackgroundServer, control: SandboxControl) -> Iterator[stripe.StripeClient]:
-    http = stripe.HTTPXClient(allow_sync_methods=True, timeout=10)
-    yield stripe.StripeClient(
-        "sk_test_page", base_addresses={"api": server.url}, http_client=http, max_network_retries=0
-    )
-    http.close()
 
 
 def create(client: stripe.StripeClient, shop: BackgroundServer, **extra: Any) -> Any:
@@ -179,46 +151,25 @@ def test_expired_and_unknown_sessions_say_so(
 
 @pytest.mark.browser
 def test_a_person_pays_in_chromium(
-    client: stripe.StripeClient, control: SandboxControl, shop: BackgroundServer
+    client: stripe.StripeClient, control: SandboxControl, shop: BackgroundServer, chromium: Any
 ) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
     session = create(client, shop)
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = "/usr/bin/chromium"
-        for flag in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-        ):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-        try:
-            driver.get(session.url)
-            assert "€165.50" in driver.find_element(By.ID, "total").text
-            items = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "td.item")]
-            assert items == ["Season membership U14", "Training shorts"]
-            driver.find_element(By.ID, "pay").click()
-            WebDriverWait(driver, 10).until(
-                expected_conditions.presence_of_element_located((By.ID, "landing"))
-            )
-            assert driver.current_url == f"{shop.url}/thanks?session_id={session.id}"
-            assert driver.find_element(By.ID, "session").text == session.id
+    chromium.get(session.url)
+    assert "€165.50" in chromium.find_element(By.ID, "total").text
+    items = [e.text for e in chromium.find_elements(By.CSS_SELECTOR, "td.item")]
+    assert items == ["Season membership U14", "Training shorts"]
+    chromium.find_element(By.ID, "pay").click()
+    WebDriverWait(chromium, 10).until(
+        expected_conditions.presence_of_element_located((By.ID, "landing"))
+    )
+    assert chromium.current_url == f"{shop.url}/thanks?session_id={session.id}"
+    assert chromium.find_element(By.ID, "session").text == session.id
 
-            driver.get(session.url)  # coming back shows it is done
-            status = driver.find_element(By.ID, "status")
-            assert status.get_attribute("data-status") == "complete"
-        finally:
-            driver.quit()
+    chromium.get(session.url)  # coming back shows it is done
+    status = chromium.find_element(By.ID, "status")
+    assert status.get_attribute("data-status") == "complete"
     assert control.sessions()[session.id] == {"status": "complete", "payment_status": "paid"}

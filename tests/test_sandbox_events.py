@@ -2,44 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import stripe
 
-from stripe_sandbox.app import create_app
 from stripe_sandbox.control import SandboxControl
-from stripe_sandbox.server import BackgroundServer
-
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Use 'content=<...>' to upload raw bytes/text content.:DeprecationWarning"
-)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[BackgroundServer]:
-    with BackgroundServer(create_app()) as srv:
-        yield srv
-
-
-@pytest.fixture
-def control(server: BackgroundServer) -> Iterator[SandboxControl]:
-    with SandboxControl(server.url) as ctl:
-        ctl.reset()
-        yield ctl
-
-
-@pytest.fixture
-def client(server: BackgroundServer, control: SandboxControl) -> Iterator[stripe.StripeClient]:
-    http = stripe.HTTPXClient(allow_sync_methods=True, timeout=10)
-    yield stripe.StripeClient(
-        "sk_test_events",
-        base_addresses={"api": server.url},
-        http_client=http,
-        max_network_retries=0,
-    )
-    http.close()
 
 
 def new_session(client: stripe.StripeClient, order: str, **extra: Any) -> stripe.checkout.Session:

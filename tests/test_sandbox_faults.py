@@ -21,9 +21,6 @@ CREATE = "POST /v1/checkout/sessions"
 LIST = "GET /v1/checkout/sessions"
 RETRIEVE = "GET /v1/checkout/sessions/{id}"
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Use 'content=<...>' to upload raw bytes/text content.:DeprecationWarning"
-)
 
 PARAMS: dict[str, Any] = {
     "mode": "payment",

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import stripe
 
-from stripe_sandbox.app import create_app
-from stripe_sandbox.config import SandboxConfig
 from stripe_sandbox.control import SandboxControl
 from stripe_sandbox.server import BackgroundServer
 
@@ -19,31 +16,6 @@ KEY = "sk_test_sandbox_sessions"
 
 # stripe-python's HTTPXClient posts its form body as ``data=<str>``, which httpx 0.28
 # deprecates; that warning is not about the sandbox.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Use 'content=<...>' to upload raw bytes/text content.:DeprecationWarning"
-)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[BackgroundServer]:
-    with BackgroundServer(create_app(SandboxConfig())) as srv:
-        yield srv
-
-
-@pytest.fixture
-def control(server: BackgroundServer) -> Iterator[SandboxControl]:
-    with SandboxControl(server.url) as ctl:
-        ctl.reset()
-        yield ctl
-
-
-@pytest.fixture
-def client(server: BackgroundServer, control: SandboxControl) -> Iterator[stripe.StripeClient]:
-    http = stripe.HTTPXClient(allow_sync_methods=True, timeout=10)
-    yield stripe.StripeClient(
-        KEY, base_addresses={"api": server.url}, http_client=http, max_network_retries=0
-    )
-    http.close()
 
 
 def params(**extra: Any) -> dict[str, Any]:

@@ -18,10 +18,6 @@ from stripe_sandbox.testing import WebhookReceiver
 
 SECRET = "whsec_sandbox_webhook_tests"
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Use 'content=<...>' to upload raw bytes/text content.:DeprecationWarning"
-)
-
 
 @pytest.fixture(scope="module")
 def receiver() -> WebhookReceiver:
