@@ -1,7 +1,8 @@
 """The expired-session gauge at scale: our refresher against the per-order retrieve.
 
 Run: ``python -m bench.refresh`` (``make bench``). Options: ``--sizes 24,1000``,
-``--databases sqlite,postgresql``, ``--naive-sample-seconds 20``, ``--out bench/out``.
+``--databases sqlite,postgresql``, ``--naive-sample-seconds 20``, ``--naive-full-up-to 1000``,
+``--no-naive``, ``--out bench/out``. About 6 minutes on 2 cores.
 
 For each number N of pending orders (24, 1,000, 10,000, 100,000 by default):
 
@@ -18,9 +19,10 @@ For each number N of pending orders (24, 1,000, 10,000, 100,000 by default):
   the service), then a warm refresh;
 - **naive** — the original ticket's algorithm, through the same gateway (same token bucket,
   concurrency bound and backoff): every pending order's session retrieved on every refresh.
-  Measured in full up to 1,000 orders (once, then again after another 1 % expired by clock);
-  above that it runs for ``--naive-sample-seconds`` and its time is projected from the
-  measured rate (it would take longer than the bench's budget);
+  Measured in full up to 1,000 orders (``--naive-full-up-to``; once, then again after another
+  1 % expired by clock); above that it runs for ``--naive-sample-seconds`` and its time is
+  projected from the measured rate: at 20 retrieves/s, 10,000 orders take ~8 min a refresh
+  (twice would break the bench's 15-minute budget) and 100,000 take ~84 min;
 - memory: the bytes ``tracemalloc`` sees retained by a ``SessionKnowledge`` that tracks the
   N sessions (loaded from the same database), divided by N.
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import itertools
 import json
@@ -382,6 +385,20 @@ class Case:
     notes: list[str] = field(default_factory=list)
 
 
+def case_from_json(data: dict[str, Any]) -> Case:
+    runs = {
+        k: None if data[k] is None else Run(**data[k])
+        for k in ("ours_cold", "ours_warm", "naive_cold", "naive_warm")
+    }
+    return Case(
+        data["database"],
+        data["n"],
+        bytes_per_session=data["bytes_per_session"],
+        notes=data["notes"],
+        **runs,
+    )
+
+
 def stripe_calls(control: SandboxControl) -> int:
     return sum(v for k, v in control.request_counts().items() if " /v1/" in k)
 
@@ -394,6 +411,7 @@ def run_case(
     workdir: Path,
     naive: bool,
     naive_sample_seconds: float,
+    naive_full: bool,
 ) -> Case:
     case = Case(kind, n)
     control.reset()
@@ -433,7 +451,7 @@ def run_case(
 
                     def baseline(newly_expired: int) -> Run:
                         control.reset_request_counts()
-                        full = n <= NAIVE_FULL_UP_TO
+                        full = naive_full
                         probe.start()
                         started = time.perf_counter()
                         budget = 0.0 if full else naive_sample_seconds
@@ -641,9 +659,9 @@ def plot(cases: Sequence[Case], path: Path) -> None:
         series: list[tuple[str, str, str]] = [
             ("ours_cold", "ours cold", "o-"),
             ("ours_warm", "ours warm", "s-"),
+            ("naive_cold", "naive cold", "o--"),
+            ("naive_warm", "naive warm", "s--"),
         ]
-        if db == databases[0]:
-            series += [("naive_cold", "naive cold", "o--"), ("naive_warm", "naive warm", "s--")]
         for attr, label, style in series:
             points = [(c.n, getattr(c, attr)) for c in rows if getattr(c, attr) is not None]
             if not points:
@@ -686,9 +704,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default=",".join(str(n) for n in SIZES))
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--naive-sample-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--naive-full-up-to",
+        type=int,
+        default=NAIVE_FULL_UP_TO,
+        help="measure the baseline in full up to this N (above: sampled and projected)",
+    )
     parser.add_argument("--no-naive", action="store_true")
     parser.add_argument("--out", default="bench/out")
+    parser.add_argument(
+        "--replot", metavar="JSON", help="only redraw the table and plot from a refresh.json"
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        cases = [case_from_json(c) for c in json.loads(Path(args.replot).read_text())]
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        plot(cases, out / "refresh.png")
+        print(render_table(cases) + "\n" + render_targets(check_targets(cases)))
+        return
     sizes = [int(s) for s in args.sizes.split(",") if s]
     kinds = [k for k in args.databases.split(",") if k]
     out = Path(args.out)
@@ -709,6 +743,7 @@ def main(argv: list[str] | None = None) -> None:
             for n in sizes:
                 # The baseline talks to the same Stripe whatever the database: run it once.
                 naive = not args.no_naive and kind == kinds[0]
+                naive_full = n <= args.naive_full_up_to
                 t0 = time.perf_counter()
                 case = run_case(
                     sandbox_url,
@@ -718,6 +753,7 @@ def main(argv: list[str] | None = None) -> None:
                     Path(tmp),
                     naive,
                     args.naive_sample_seconds,
+                    naive_full,
                 )
                 cases.append(case)
                 print(f"{kind} N={n:,}: done in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -736,6 +772,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     report = f"{setup}\n{table}\n{targets}"
     (out / "refresh.md").write_text(report)
+    (out / "refresh.json").write_text(
+        json.dumps([dataclasses.asdict(c) for c in cases], indent=1) + "\n"
+    )
     plot(cases, out / "refresh.png")
     print(report)
     print(f"wrote {out / 'refresh.md'} and {out / 'refresh.png'}")
