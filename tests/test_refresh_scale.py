@@ -3,7 +3,8 @@
 Counts, not timings (timings are reported by ``make bench``): a cold refresh lists sessions a
 page of 100 at a time (at most 1.1 x ceil(N/100) + 10 calls), a warm one reads the events feed
 (at most 2), a webhook moves the gauge with no call at all, and a restarted process, its memory
-empty, learns everything again cold.
+empty, learns everything again cold. Sessions created after a sync are learnt with no call,
+and never wrongly (checked against an in-memory Stripe at the end).
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from sqlalchemy import insert, select
+from tests.fakes import FakeStripe
 from tests.stack import ADMIN_TOKEN, Stack, running_stack
 
 from basketball_api.app import create_app
 from basketball_api.db import make_engine, make_session_factory, transaction
-from basketball_api.metrics import CATEGORIES
+from basketball_api.metrics import CATEGORIES, Metrics
 from basketball_api.models import Order, Product
 from basketball_api.orders import load_pending_rows
+from basketball_api.refresher import PendingRow, Refresher
+from basketball_api.stripe_gateway import SessionSnapshot, StripeUnavailable
 from stripe_sandbox.server import BackgroundServer
 
 N = 2_000
@@ -187,3 +191,73 @@ def test_a_restarted_process_learns_everything_again_cold(stack: Stack, database
     assert body["expired"] == expected
     assert calls(stack) <= cold_budget(N), stack.sandbox.request_counts()
     assert stack.sandbox.request_counts().get("GET /v1/checkout/sessions", 0) >= N // 100
+
+
+# -- sessions created after a sync: learnt with no call, never wrongly ---------------------------
+
+
+class RetrieveFailsOnce(FakeStripe):
+    """A Stripe whose first retrieve fails (after the cold sync noted the events feed)."""
+
+    failed = False
+
+    async def retrieve_session(self, session_id: str) -> SessionSnapshot:
+        if not self.failed:
+            self.failed = True
+            self.calls += 1
+            raise StripeUnavailable(
+                "Stripe failed on GET /v1/checkout/sessions/{id}", "server_error"
+            )
+        return await super().retrieve_session(session_id)
+
+
+def fake_rows(stripe: FakeStripe, count: int) -> list[PendingRow]:
+    rows = []
+    for i in range(count):
+        snap = stripe.add(f"cs_{i}", created=int(stripe.now) - 100 - i)
+        rows.append(PendingRow(snap.id, CATEGORIES[i % 3], snap.created, snap.expires_at))
+    return rows
+
+
+@pytest.mark.anyio
+async def test_a_session_created_after_a_warm_sync_is_learnt_without_a_call() -> None:
+    stripe = FakeStripe()
+    rows = fake_rows(stripe, 50)
+    refresher = Refresher(
+        load_pending=lambda: rows, source=stripe, metrics=Metrics(), grace_seconds=0
+    )
+    assert await refresher.run_cycle()
+    stripe.now += 60
+    paid = stripe.add("cs_paid")  # created after that sync, then paid with its webhook lost
+    stripe.complete("cs_paid")
+    fresh = stripe.add("cs_fresh")
+    rows += [PendingRow(s.id, "jersey", s.created, s.expires_at) for s in (paid, fresh)]
+    before = stripe.calls
+
+    assert await refresher.run_cycle()
+
+    assert stripe.calls - before == 1  # the events feed only
+    counts = refresher.counts
+    assert counts is not None
+    assert counts.completed["jersey"] == 1  # seen in the feed, not taken for open
+    assert sum(counts.open.values()) == 51
+
+
+@pytest.mark.anyio
+async def test_a_cold_sync_retried_after_failing_asks_again_instead_of_guessing() -> None:
+    stripe = RetrieveFailsOnce()
+    rows = fake_rows(stripe, 5)  # few: retrieved one by one
+    refresher = Refresher(
+        load_pending=lambda: rows, source=stripe, metrics=Metrics(), grace_seconds=0
+    )
+    assert not await refresher.run_cycle()  # noted the feed, then a retrieve failed
+
+    stripe.now += 60
+    paid = stripe.add("cs_paid")  # created and paid before the retry notes the feed again
+    stripe.complete("cs_paid")
+    rows.append(PendingRow(paid.id, "monthly", paid.created, paid.expires_at))
+
+    assert await refresher.run_cycle()
+    counts = refresher.counts
+    assert counts is not None
+    assert counts.completed["monthly"] == 1

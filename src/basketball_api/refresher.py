@@ -222,7 +222,9 @@ async def sync_knowledge(
     if knowledge.synced_at is not None and now - knowledge.synced_at > EVENTS_WINDOW_SECONDS:
         knowledge.reset()  # a gap longer than the events window: start cold
     unknown = await track_rows(knowledge, PendingRows.of(rows), tracked_before)
-    fresh_after = knowledge.fresh_after
+    # Only a warm sync continues from the cursor that position belongs to; a cold one (perhaps
+    # retrying a cold one that failed after noting the feed) takes a new cursor and lists.
+    fresh_after = knowledge.fresh_after if knowledge.synced_at is not None else None
 
     if knowledge.synced_at is None:
         # Cold: note where the feed stands *before* listing, so nothing falls in between.
@@ -248,7 +250,8 @@ async def sync_knowledge(
     # Every event of a session created from now on comes after the cursor just taken.
     knowledge.fresh_after = source.stripe_now() + CLOCK_MARGIN_SECONDS
 
-    unknown = await _select(unknown, lambda i: knowledge.is_unknown(unknown.session_ids[i]))
+    ids = unknown.session_ids
+    unknown = await _select(unknown, lambda i: knowledge.is_unknown(ids[i]))
     if unknown and fresh_after is not None:
         unknown = learn_fresh(knowledge, unknown, fresh_after)
     if unknown:
@@ -350,7 +353,8 @@ async def _resolve_unknown(
         hi = int(source.stripe_now()) + 5
         windows = await asyncio.to_thread(listing_windows, rows.created, hi)
         await asyncio.gather(*(_learn_window(knowledge, source, a, b) for a, b in windows))
-        rows = await _select(rows, lambda i: knowledge.is_unknown(rows.session_ids[i]))
+        ids = rows.session_ids
+        rows = await _select(rows, lambda i: knowledge.is_unknown(ids[i]))
     stragglers = rows.session_ids
     results = await asyncio.gather(
         *(source.retrieve_session(s) for s in stragglers), return_exceptions=True
