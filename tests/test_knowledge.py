@@ -7,7 +7,8 @@ from tests.fakes import FakeStripe
 
 from basketball_api.knowledge import SessionKnowledge, SessionState, may_replace, state_from
 from basketball_api.metrics import Metrics
-from basketball_api.refresher import PendingRow, Refresher
+from basketball_api.refresher import Refresher
+from basketball_api.session_sync import PendingRow
 
 pytestmark = pytest.mark.anyio
 

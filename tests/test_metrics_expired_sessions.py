@@ -8,7 +8,8 @@ from structlog.testing import capture_logs
 from tests.fakes import FakeStripe
 
 from basketball_api.metrics import Metrics
-from basketball_api.refresher import PendingRow, Refresher
+from basketball_api.refresher import Refresher
+from basketball_api.session_sync import PendingRow
 from basketball_api.stripe_gateway import StripeUnavailable
 
 pytestmark = pytest.mark.anyio

@@ -27,7 +27,7 @@ from basketball_api.recovery import (
     reissue,
     stranded_orders,
 )
-from basketball_api.refresher import learn_snapshot
+from basketball_api.session_sync import learn_snapshot
 from basketball_api.stripe_gateway import SessionSnapshot, StripeUnavailable
 
 NOW = 1_800_000_000

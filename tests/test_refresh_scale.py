@@ -26,7 +26,8 @@ from basketball_api.db import make_engine, make_session_factory, transaction
 from basketball_api.metrics import CATEGORIES, Metrics
 from basketball_api.models import Order, Product
 from basketball_api.orders import load_pending_rows
-from basketball_api.refresher import PendingRow, Refresher
+from basketball_api.refresher import Refresher
+from basketball_api.session_sync import PendingRow
 from basketball_api.stripe_gateway import SessionSnapshot, StripeUnavailable
 from stripe_sandbox.server import BackgroundServer
 

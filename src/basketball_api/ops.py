@@ -12,7 +12,7 @@ from basketball_api import orders
 from basketball_api.db import make_engine, make_session_factory, transaction
 from basketball_api.knowledge import SessionKnowledge
 from basketball_api.metrics import Metrics
-from basketball_api.refresher import PendingRows, sync_knowledge
+from basketball_api.session_sync import PendingRows, sync_knowledge
 from basketball_api.settings import Settings
 from basketball_api.stripe_gateway import StripeGateway
 

@@ -20,7 +20,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from basketball_api.errors import Conflict, NotFound, Unprocessable
 from basketball_api.models import CheckoutLink, Order, OrderStatus, Product
-from basketball_api.refresher import PendingRows
+from basketball_api.session_sync import PendingRows
 from basketball_api.stripe_gateway import SessionSnapshot
 
 log = structlog.get_logger("basketball_api.orders")
