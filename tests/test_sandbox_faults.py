@@ -38,19 +38,6 @@ PARAMS: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[BackgroundServer]:
-    with BackgroundServer(create_app()) as srv:
-        yield srv
-
-
-@pytest.fixture
-def control(server: BackgroundServer) -> Iterator[SandboxControl]:
-    with SandboxControl(server.url) as ctl:
-        ctl.reset()
-        yield ctl
-
-
 def sdk(url: str, http: stripe.HTTPClient, retries: int = 0) -> stripe.StripeClient:
     return stripe.StripeClient(
         KEY, base_addresses={"api": url}, http_client=http, max_network_retries=retries
