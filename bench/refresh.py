@@ -59,6 +59,7 @@ import httpx
 from fastapi import FastAPI, Request
 from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
+from tests.procs import PG_ADMIN_URL, temporary_postgres
 
 from basketball_api.app import create_app
 from basketball_api.db import make_engine, make_session_factory, upgrade_database
@@ -86,7 +87,6 @@ CLOCK_STEP_SECONDS = 2 * 3600  # each step expires exactly one 1 % batch (see se
 NAIVE_FULL_UP_TO = 1_000
 READS_PER_MONTH_FACTOR = 8_640  # refreshes in 30 days at one per 5 minutes
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
-PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 # Targets from the performance requirements.
 WARM_CALLS_MAX = 2
@@ -214,22 +214,8 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
         upgrade_database(url)
         yield url
         return
-    import psycopg
-
-    admin = make_url(PG_ADMIN_URL)
-    name = f"basketball_bench_{uuid.uuid4().hex[:10]}"
-    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin.set(database=name, drivername="postgresql+psycopg").render_as_string(
-        hide_password=False
-    )
-    try:
-        upgrade_database(url)
+    with temporary_postgres("basketball_bench") as url:
         yield url
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def insert_orders(url: str, sandbox_url: str, sessions: Sequence[Seeded]) -> None:

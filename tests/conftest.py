@@ -7,22 +7,18 @@ The schema is always built by Alembic.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
+from tests.procs import PG_ADMIN_URL, temporary_postgres
 
 from basketball_api.db import make_engine, upgrade_database
 
 # Shared fixtures: a module-wide sandbox with its control and SDK client (the sandbox's own
 # tests), and a headless chromium (the browser tests).
 pytest_plugins = ("tests.sandbox_fixtures", "tests.browser")
-
-PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture
@@ -33,22 +29,11 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A database of our own on the PostgreSQL server, migrated once, dropped at the end."""
-    admin = make_url(PG_ADMIN_URL)
-    name = f"basketball_test_{uuid.uuid4().hex[:10]}"
-    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
     try:
-        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+        with temporary_postgres("basketball_test") as url:
+            yield url
     except psycopg.OperationalError as e:
         pytest.fail(f"PostgreSQL is required for the SQL tests ({PG_ADMIN_URL}): {e}")
-    with conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin.set(database=name, drivername="postgresql+psycopg").render_as_string(
-        hide_password=False
-    )
-    upgrade_database(url)
-    yield url
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _truncate(url: str) -> None:
