@@ -13,7 +13,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SANDBOX_API_KEY = "sk_test_sandbox"
 SANDBOX_API_BASE = "http://127.0.0.1:12111"
-STRIPE_API_BASE = "https://api.stripe.com"
 
 
 class Settings(BaseSettings):
@@ -70,7 +69,3 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
-
-    @property
-    def uses_sandbox(self) -> bool:
-        return self.stripe_api_base.rstrip("/") != STRIPE_API_BASE
