@@ -35,8 +35,7 @@ import httpx
 import psutil
 from tests.fakes import session_event, sign
 from tests.procs import ApiProcess, start_api, start_sandbox, temporary_postgres
-
-from basketball_api.db import upgrade_database
+from tests.standard_catalogue import migrate_with_catalogue
 
 SECRET = "whsec_load_0123456789"
 
@@ -230,7 +229,7 @@ def table(phases: list[Phase], resources: dict, args: argparse.Namespace) -> str
 def database(kind: str, workdir: Path) -> Iterator[str]:
     if kind == "sqlite":
         url = f"sqlite:///{workdir / 'load.db'}"
-        upgrade_database(url)
+        migrate_with_catalogue(url)
         yield url
         return
     with temporary_postgres("basketball_load") as url:

@@ -60,9 +60,10 @@ from fastapi import FastAPI, Request
 from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 from tests.procs import PG_ADMIN_URL, temporary_postgres
+from tests.standard_catalogue import migrate_with_catalogue
 
 from basketball_api.app import create_app
-from basketball_api.db import make_engine, make_session_factory, upgrade_database
+from basketball_api.db import make_engine, make_session_factory
 from basketball_api.deps import Services
 from basketball_api.knowledge import SessionKnowledge, SessionState
 from basketball_api.logging_setup import configure_logging
@@ -211,7 +212,7 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
     """A fresh, migrated database: a SQLite file, or a PostgreSQL database dropped after."""
     if kind == "sqlite":
         url = f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:8]}.db'}"
-        upgrade_database(url)
+        migrate_with_catalogue(url)
         yield url
         return
     with temporary_postgres("basketball_bench") as url:

@@ -43,8 +43,9 @@ import psutil
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from tests.procs import start_api, start_sandbox
+from tests.standard_catalogue import migrate_with_catalogue
 
-from basketball_api.db import make_engine, make_session_factory, transaction, upgrade_database
+from basketball_api.db import make_engine, make_session_factory, transaction
 from basketball_api.metrics import CATEGORIES, Metrics
 from basketball_api.ops import load_pending
 from basketball_api.orders import load_pending_rows
@@ -246,7 +247,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> Report:
     report = Report()
     rng = random.Random(args.seed)
     database_url = f"sqlite:///{workdir / 'soak.db'}"
-    upgrade_database(database_url)
+    migrate_with_catalogue(database_url)
     sandbox = start_sandbox(workdir)
     settings = Settings(
         database_url=database_url,

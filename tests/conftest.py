@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from tests.procs import PG_ADMIN_URL, temporary_postgres
+from tests.standard_catalogue import create_standard_catalogue
 
 from basketball_api.db import make_engine, upgrade_database
 
@@ -40,14 +41,14 @@ def _truncate(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            "TRUNCATE checkout_links, orders, processed_webhook_events RESTART IDENTITY"
+            "TRUNCATE checkout_links, orders, processed_webhook_events, products RESTART IDENTITY"
         )
     engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty database (products seeded by the migration) on each engine."""
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database migrated by Alembic and holding no rows at all, on each engine."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'test.db'}"
         upgrade_database(url)
@@ -55,3 +56,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_url")
     _truncate(url)
     return url
+
+
+@pytest.fixture
+def database_url(empty_database_url: str) -> str:
+    """A migrated database holding the standard catalogue (products 1, 2, 3: tournament,
+    monthly, jersey), created through the catalogue service as an operator would."""
+    create_standard_catalogue(empty_database_url)
+    return empty_database_url

@@ -269,13 +269,13 @@ PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.
 @contextmanager
 def temporary_postgres(prefix: str = "basketball_reliability") -> Iterator[str]:
     """A fresh database on the PostgreSQL server of ``TEST_DATABASE_URL``, migrated by
-    Alembic, dropped afterwards (the server itself is never stopped or reconfigured)."""
+    Alembic and holding the standard catalogue, dropped afterwards (the server itself is never
+    stopped or reconfigured)."""
     import uuid
 
     import psycopg
     from sqlalchemy.engine import make_url
-
-    from basketball_api.db import upgrade_database
+    from tests.standard_catalogue import migrate_with_catalogue
 
     admin = make_url(PG_ADMIN_URL)
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
@@ -286,7 +286,7 @@ def temporary_postgres(prefix: str = "basketball_reliability") -> Iterator[str]:
         hide_password=False
     )
     try:
-        upgrade_database(url)
+        migrate_with_catalogue(url)
         yield url
     finally:
         with psycopg.connect(conninfo, autocommit=True) as conn:

@@ -26,10 +26,10 @@ from basketball_api.settings import Settings
 
 @pytest.fixture
 def offline_client(tmp_path: Any) -> Iterator[TestClient]:
-    from basketball_api.db import upgrade_database
+    from tests.standard_catalogue import migrate_with_catalogue
 
     url = f"sqlite:///{tmp_path / 'admin.db'}"
-    upgrade_database(url)
+    migrate_with_catalogue(url)
     settings = Settings(
         database_url=url, admin_token=ADMIN_TOKEN, stripe_api_base="http://127.0.0.1:9"
     )
@@ -61,10 +61,10 @@ def test_every_admin_endpoint_refuses_without_the_right_token(
 
 
 def test_admin_is_closed_when_no_token_is_configured(tmp_path: Any) -> None:
-    from basketball_api.db import upgrade_database
+    from tests.standard_catalogue import migrate_with_catalogue
 
     url = f"sqlite:///{tmp_path / 'closed.db'}"
-    upgrade_database(url)
+    migrate_with_catalogue(url)
     settings = Settings(database_url=url, stripe_api_base="http://127.0.0.1:9")
     with TestClient(create_app(settings, start_refresher=False)) as client:
         r = client.get("/admin/stranded-orders", headers={"Authorization": "Bearer anything"})

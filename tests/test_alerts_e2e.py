@@ -10,15 +10,14 @@ import pytest
 from tests.prometheus_server import PrometheusServer, promtool_check_metrics
 from tests.rules_io import write_rules_file
 from tests.stack import running_stack
-
-from basketball_api.db import upgrade_database
+from tests.standard_catalogue import migrate_with_catalogue
 
 pytestmark = pytest.mark.prometheus
 
 
 def migrated_sqlite(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'e2e.db'}"
-    upgrade_database(url)
+    migrate_with_catalogue(url)
     return url
 
 

@@ -18,9 +18,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 from tests.procs import temporary_postgres
+from tests.standard_catalogue import migrate_with_catalogue
 
 from basketball_api.app import create_app
-from basketball_api.db import upgrade_database
 from basketball_api.settings import Settings
 from stripe_sandbox.app import create_app as create_sandbox
 from stripe_sandbox.config import SandboxConfig
@@ -45,7 +45,7 @@ def database(
 ) -> Iterator[str]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}"
-        upgrade_database(url)
+        migrate_with_catalogue(url)
         yield url
         return
     with temporary_postgres("basketball_fuzz") as url:

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 from tests.stack import ADMIN_TOKEN, running_stack
-
-from basketball_api.db import upgrade_database
+from tests.standard_catalogue import migrate_with_catalogue
 
 pytestmark = pytest.mark.browser
 
@@ -31,7 +30,7 @@ def test_an_operator_reissues_a_link_and_the_parent_pays_it(chromium: Any, tmp_p
     driver = chromium
     wait = WebDriverWait(driver, 10)
     database_url = f"sqlite:///{tmp_path / 'operator.db'}"
-    upgrade_database(database_url)
+    migrate_with_catalogue(database_url)
     with running_stack(database_url) as stack:
         stack.sandbox.configure(public_url=stack.sandbox_url)
         stranded = [stack.order("tournament") for _ in range(3)] + [stack.order("monthly")]

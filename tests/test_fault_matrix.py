@@ -25,9 +25,10 @@ from structlog.testing import capture_logs
 from tests import fault_report
 from tests.fault_report import ROWS, Row
 from tests.procs import TcpProxy
+from tests.standard_catalogue import migrate_with_catalogue
 
 from basketball_api.app import create_app
-from basketball_api.db import make_engine, upgrade_database
+from basketball_api.db import make_engine
 from basketball_api.settings import Settings
 from stripe_sandbox.app import create_app as create_sandbox
 from stripe_sandbox.config import SandboxConfig
@@ -392,7 +393,7 @@ def world_for(case: Case, request: pytest.FixtureRequest, tmp_path: Path) -> Ite
     control: SandboxControl = request.getfixturevalue("control")
     if case.database == "sqlite":
         url = f"sqlite:///{tmp_path / 'faults.db'}"
-        upgrade_database(url)
+        migrate_with_catalogue(url)
         yield World(sandbox, control, url)
         return
     direct = make_url(request.getfixturevalue("postgres_url"))

@@ -19,8 +19,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 from tests.stack import running_stack
+from tests.standard_catalogue import migrate_with_catalogue
 
-from basketball_api.db import upgrade_database
 from basketball_api.notify import send_new_link
 from basketball_api.settings import Settings
 
@@ -182,7 +182,7 @@ def test_a_refusing_or_absent_server_is_reported_not_raised(sink: Sink) -> None:
 
 def test_reissue_emails_the_new_link_only_when_asked(sink: Sink, tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path / 'notify.db'}"
-    upgrade_database(url)
+    migrate_with_catalogue(url)
     with running_stack(url, smtp_host="127.0.0.1", smtp_port=sink.port) as stack:
         quiet, loud = (stack.order("jersey", parent_email=f"p{i}@example.org") for i in (1, 2))
         for o in (quiet, loud):
@@ -208,7 +208,7 @@ def test_reissue_emails_the_new_link_only_when_asked(sink: Sink, tmp_path: Any) 
 
 def test_a_failing_mail_server_does_not_fail_the_reissue(tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path / 'notify.db'}"
-    upgrade_database(url)
+    migrate_with_catalogue(url)
     with running_stack(url, smtp_host="127.0.0.1", smtp_port=free_port()) as stack:
         order = stack.order("monthly")
         stack.sdk.v1.checkout.sessions.expire(order["checkout_session_id"])

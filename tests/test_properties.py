@@ -27,9 +27,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from tests.standard_catalogue import migrate_with_catalogue
 
 from basketball_api.app import create_app
-from basketball_api.db import make_engine, upgrade_database
+from basketball_api.db import make_engine
 from basketball_api.metrics import CATEGORIES
 from basketball_api.models import Order, OrderStatus, Product
 from basketball_api.settings import Settings
@@ -258,7 +259,7 @@ def sandbox() -> Iterator[tuple[str, SandboxControl]]:
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated SQLite file, copied for every example (migrating each time is slower)."""
     path = tmp_path_factory.mktemp("property") / "template.db"
-    upgrade_database(f"sqlite:///{path}")
+    migrate_with_catalogue(f"sqlite:///{path}")
     return path
 
 

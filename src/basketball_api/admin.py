@@ -41,6 +41,11 @@ def _valid(services: Services, presented: str | None) -> bool:
     return hmac.compare_digest(presented.encode(), token.get_secret_value().encode())
 
 
+def has_page_session(request: Request, services: Services) -> bool:
+    """Whether the operator page's cookie holds the admin token."""
+    return _valid(services, request.cookies.get(COOKIE))
+
+
 def require_token(request: Request, services: ServicesDep) -> None:
     if services.settings.admin_token is None:
         raise Unauthorized("admin endpoints are disabled: set ADMIN_TOKEN")
@@ -215,7 +220,7 @@ async def page(
     emailed: bool = False,
     failed: bool = False,
 ) -> Response:
-    if not _valid(services, request.cookies.get(COOKIE)):
+    if not has_page_session(request, services):
         return templates.TemplateResponse(
             request,
             "login.html",
@@ -270,7 +275,7 @@ async def page_reissue(
     services: ServicesDep,
     category: Annotated[str | None, Form()] = None,
 ) -> Response:
-    if not _valid(services, request.cookies.get(COOKIE)):
+    if not has_page_session(request, services):
         return RedirectResponse("/admin", status_code=303)
     query: dict[str, str | int] = {"order": order_id}
     if category in CATEGORIES:

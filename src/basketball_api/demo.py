@@ -1,8 +1,9 @@
 """``make demo``: the Utah Invitational snapshot on a laptop, through the real API and SDK.
 
 Starts the Stripe sandbox (127.0.0.1:12111) and the API (127.0.0.1:8000) as two processes with
-the webhook wired between them, on a fresh SQLite file, then seeds orders through
-``POST /orders`` and expires sessions through the sandbox — never by writing states into tables.
+the webhook wired between them, on a fresh SQLite file, creates the club's catalogue through
+``POST /admin/products``, then seeds orders through ``POST /orders`` and expires sessions
+through the sandbox — never by writing states into tables.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from types import FrameType
 
@@ -24,12 +26,26 @@ import httpx
 import stripe
 from rich.console import Console
 
+from basketball_api.catalogue import ProductIn
 from basketball_api.db import upgrade_database
+from basketball_api.models import Category
 from basketball_api.settings import SANDBOX_API_BASE, SANDBOX_API_KEY
 from stripe_sandbox.control import SandboxControl
 
 API = "http://127.0.0.1:8000"
 EXPECTED = {"tournament": 18, "monthly": 6, "jersey": 0}
+# The demo club's catalogue, created through the operator API (the tests create the same one
+# through the catalogue service, so products 1, 2 and 3 are these three everywhere).
+CATALOGUE = (
+    ProductIn(
+        name="Utah Invitational entry",
+        category=Category.tournament,
+        unit_amount=15000,
+        event_date=date(2027, 1, 16),
+    ),
+    ProductIn(name="Monthly dues", category=Category.monthly, unit_amount=6000),
+    ProductIn(name="Club jersey", category=Category.jersey, unit_amount=4500),
+)
 console = Console()
 
 
@@ -84,6 +100,14 @@ def _processes(env: dict[str, str], secret: str) -> Iterator[list[subprocess.Pop
 def read_gauge(text: str) -> dict[str, int]:
     pattern = r'basketball_api_pending_orders_with_expired_session\{category="(\w+)"\} (\S+)'
     return {m[0]: int(float(m[1])) for m in re.findall(pattern, text)}
+
+
+def create_catalogue(client: httpx.Client, admin_token: str) -> None:
+    """The club's products, through ``POST /admin/products`` as an operator would."""
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    for product in CATALOGUE:
+        body = product.model_dump(mode="json", exclude_unset=True)
+        client.post("/admin/products", json=body, headers=headers).raise_for_status()
 
 
 def seed(client: httpx.Client, sdk: stripe.StripeClient, sandbox: SandboxControl) -> str:
@@ -162,6 +186,7 @@ def run_demo(*, keep_running: bool = True, workdir: Path | None = None) -> int:
                 httpx.Client(base_url=API, timeout=30) as client,
                 SandboxControl(SANDBOX_API_BASE, timeout=60) as sandbox,
             ):
+                create_catalogue(client, env["ADMIN_TOKEN"])
                 live_link = seed(client, sdk, sandbox)
                 gauge = _wait_for_gauge(client)
         except (DemoError, httpx.HTTPError, stripe.StripeError) as e:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     Boolean,
+    Date,
     DateTime,
     Enum,
     ForeignKey,
@@ -61,6 +62,8 @@ def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
 
 
 class Product(Base):
+    """An item of the club's catalogue, managed as data by operators (catalogue.py)."""
+
     __tablename__ = "products"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -69,7 +72,11 @@ class Product(Base):
     unit_amount: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3), default="usd")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    event_date: Mapped[date | None] = mapped_column(Date)  # a tournament's day, if any
+    sale_starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sale_ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=utcnow)
 
 
 class Order(Base):

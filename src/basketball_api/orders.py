@@ -7,7 +7,6 @@ caller); ``stripe`` is a synchronous facade over the async gateway for that thre
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from basketball_api.catalogue import get_product, is_on_sale
 from basketball_api.errors import Conflict, NotFound, Unprocessable
 from basketball_api.models import CheckoutLink, Order, OrderStatus, Product
 from basketball_api.session_sync import PendingRows
@@ -85,10 +85,6 @@ def get_order(db: Session, order_id: int, *, for_update: bool = False) -> Order:
     return order
 
 
-def list_products(db: Session) -> Sequence[Product]:
-    return db.scalars(select(Product).order_by(Product.id)).all()
-
-
 def attach_session(db: Session, order: Order, snapshot: SessionSnapshot) -> None:
     """Make ``snapshot`` the order's link, keeping every link it ever had for audit."""
     order.stripe_checkout_session_id = snapshot.id
@@ -121,10 +117,8 @@ def create_order(
     The session is created inside the order's transaction: if Stripe fails, the caller rolls
     back and no order is left without its link.
     """
-    product = db.get(Product, product_id)
-    if product is None:
-        raise NotFound(f"product {product_id} does not exist")
-    if not product.active:
+    product = get_product(db, product_id)
+    if not is_on_sale(product, datetime.now(UTC)):
         raise Unprocessable(f"product {product_id} ({product.name}) is not on sale")
     order = Order(
         product=product,

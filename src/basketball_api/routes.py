@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import html
 import time
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from basketball_api import orders
+from basketball_api import catalogue, orders
 from basketball_api.db import transaction
 from basketball_api.deps import ServicesDep, ThreadStripe, get_services
 from basketball_api.schemas import MAX_ID, ErrorOut, OrderCreate, OrderId, OrderOut, ProductOut
@@ -50,8 +51,10 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/products", tags=["orders"])
 def list_products(services: ServicesDep) -> list[ProductOut]:
+    """The products on sale now (active, inside their sale window)."""
     with transaction(services.sessions) as db:
-        return [ProductOut.model_validate(p) for p in orders.list_products(db)]
+        on_sale = catalogue.products_on_sale(db, datetime.now(UTC))
+        return [ProductOut.model_validate(p) for p in on_sale]
 
 
 @router.post(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import Path
@@ -23,6 +23,14 @@ class ProductOut(BaseModel):
     unit_amount: int = Field(description="Price in the currency's smallest unit (cents).")
     currency: str
     active: bool
+    event_date: date | None
+    sale_ends_at: datetime | None = Field(description="On sale until then (null: no end set).")
+
+    @field_validator("sale_ends_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # SQLite hands back naive UTC
+        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
 
 
 class OrderCreate(BaseModel):

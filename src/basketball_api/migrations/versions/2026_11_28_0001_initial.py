@@ -1,4 +1,4 @@
-"""Products, orders and processed webhook events; the club's default catalogue.
+"""Products, orders and processed webhook events (the catalogue itself is data: catalogue.py).
 
 Revision ID: 0001
 Revises:
@@ -6,8 +6,6 @@ Create Date: 2026-11-28
 """
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -22,7 +20,7 @@ _STATUS = ("pending", "paid", "cancelled")
 
 
 def upgrade() -> None:
-    products = op.create_table(
+    op.create_table(
         "products",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
@@ -87,26 +85,6 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "stripe_event_id", name=op.f("uq_processed_webhook_events_stripe_event_id")
         ),
-    )
-    created_at = datetime(2026, 11, 28, tzinfo=UTC)
-    op.bulk_insert(
-        products,
-        [
-            {
-                "name": name,
-                "category": category,
-                "unit_amount": amount,
-                "currency": "usd",
-                "active": True,
-                "created_at": created_at,
-            }
-            for name, category, amount in (
-                ("Utah Invitational entry", "tournament", 15000),
-                ("Monthly dues", "monthly", 6000),
-                ("Club jersey", "jersey", 4500),
-            )
-        ],
-        multiinsert=False,
     )
 
 
