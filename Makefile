@@ -7,10 +7,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install system-deps lint audit test demo bench bench-sandbox reliability clean
 
-$(STAMP): pyproject.toml
+# The service and, as a separate distribution, the Stripe sandbox (sandbox/) it is developed against.
+$(STAMP): pyproject.toml sandbox/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e ./sandbox
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,8 +20,8 @@ system-deps:
 	bash scripts/system-deps
 
 lint: install
-	$(BIN)/ruff check src tests bench deploy/tools
-	$(BIN)/ruff format --check src tests bench deploy/tools
+	$(BIN)/ruff check src sandbox/src tests bench deploy/tools
+	$(BIN)/ruff format --check src sandbox/src tests bench deploy/tools
 	$(BIN)/mypy
 
 # Known vulnerabilities in the installed dependencies (PyPI's advisory data).

@@ -225,6 +225,22 @@ async def _relink(
         return done, failed
 
 
+SANDBOX_MISSING = (
+    "The Stripe sandbox is not installed. It is a separate distribution in this repository "
+    "(basketball-stripe-sandbox, never part of the service's package): from a clone, run "
+    "`make install`, or `pip install -e ./sandbox` in this environment."
+)
+
+
+def _require_sandbox() -> None:
+    """Exit with how to install the sandbox when it is missing (it is imported lazily)."""
+    try:
+        import stripe_sandbox  # noqa: F401
+    except ImportError:
+        typer.echo(SANDBOX_MISSING, err=True)
+        raise typer.Exit(1) from None
+
+
 @app.command("stripe-sandbox")
 def stripe_sandbox(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -236,6 +252,7 @@ def stripe_sandbox(
     ] = None,
 ) -> None:
     """Run the local Stripe sandbox (a development and test tool, not part of the API)."""
+    _require_sandbox()
     from stripe_sandbox.config import SandboxConfig
     from stripe_sandbox.server import serve as serve_sandbox
 
@@ -251,6 +268,7 @@ def demo(
     ] = True,
 ) -> None:
     """Start the sandbox and the API on a fresh SQLite file and seed the Utah Invitational."""
+    _require_sandbox()
     from basketball_api.demo import run_demo
 
     configure_logging()
