@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .events import PurgedCursor
+
 #: The API version the sandbox reports on events (the one stripe-python 16 pins).
 DEFAULT_API_VERSION = "2026-10-28.endive"
 
@@ -30,6 +32,10 @@ class SandboxConfig:
         webhook_timeout_seconds: how long one delivery may take.
         tick_seconds: period of the background expiry sweep.
         api_version: reported as ``api_version`` on events.
+        purged_event_cursor: what ``GET /v1/events`` answers for a cursor naming an
+            event purged after 30 days (Stripe does not document it): ``"error"``, a
+            400 ``resource_missing`` as for an unknown id, or ``"empty"``, an empty
+            page.
     """
 
     api_key: str | None = None
@@ -43,3 +49,4 @@ class SandboxConfig:
     webhook_timeout_seconds: float = 5.0
     tick_seconds: float = 1.0
     api_version: str = DEFAULT_API_VERSION
+    purged_event_cursor: PurgedCursor = "error"

@@ -95,14 +95,24 @@ class SandboxControl:
         real time; settings back to the start-up configuration."""
         self._call("POST", "/reset")
 
-    def configure(self, *, api_key: str | None = _UNSET, public_url: str | None = _UNSET) -> None:
+    def configure(
+        self,
+        *,
+        api_key: str | None = _UNSET,
+        public_url: str | None = _UNSET,
+        purged_event_cursor: str = _UNSET,
+    ) -> None:
         """Accept only ``api_key`` (``None``: any ``sk_test_`` key); set the base URL of
-        the hosted pages (``None``: the base of each creating request)."""
+        the hosted pages (``None``: the base of each creating request); choose what
+        ``GET /v1/events`` answers for a cursor naming an event purged after 30 days
+        (``"error"``: 400 ``resource_missing``; ``"empty"``: an empty page)."""
         body: dict[str, Any] = {}
         if api_key is not _UNSET:
             body["api_key"] = api_key
         if public_url is not _UNSET:
             body["public_url"] = public_url
+        if purged_event_cursor is not _UNSET:
+            body["purged_event_cursor"] = purged_event_cursor
         self._call("POST", "/settings", body)
 
     # -- clock -------------------------------------------------------------------------
@@ -115,6 +125,14 @@ class SandboxControl:
         """Move the sandbox clock forward; sessions past ``expires_at`` expire at once
         (with their events). Returns how many expired."""
         return int(self._call("POST", "/clock/advance", {"seconds": seconds})["expired"])
+
+    # -- events ------------------------------------------------------------------------
+
+    def delay_next_events(self, count: int, seconds: float) -> None:
+        """The next ``count`` events show in ``GET /v1/events`` only ``seconds`` (sandbox
+        time) after their ``created``, after events created in between; their
+        webhooks go out at once."""
+        self._call("POST", "/events/late", {"count": count, "seconds": seconds})
 
     # -- webhooks ----------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .errors import StripeError
+from .events import PURGED_CURSOR_MODES
 from .state import RequestInfo, Sandbox
 
 Body = dict[str, Any]
@@ -62,7 +63,18 @@ async def settings(sandbox: Sandbox, body: Body, request: Request) -> Any:
         sandbox.api_key = _optional_str(body, "api_key")
     if "public_url" in body:
         sandbox.public_url = _optional_str(body, "public_url")
-    return {"api_key_set": sandbox.api_key is not None, "public_url": sandbox.public_url}
+    if "purged_event_cursor" in body:
+        mode = body["purged_event_cursor"]
+        if mode not in PURGED_CURSOR_MODES:
+            raise ControlError(
+                "purged_event_cursor must be one of " + ", ".join(PURGED_CURSOR_MODES)
+            )
+        sandbox.events.purged_cursor = mode
+    return {
+        "api_key_set": sandbox.api_key is not None,
+        "public_url": sandbox.public_url,
+        "purged_event_cursor": sandbox.events.purged_cursor,
+    }
 
 
 async def clock(sandbox: Sandbox, body: Body, request: Request) -> Any:
@@ -75,6 +87,15 @@ async def advance_clock(sandbox: Sandbox, body: Body, request: Request) -> Any:
         raise ControlError("seconds must be >= 0: the clock only moves forward")
     now, expired = sandbox.advance_clock(seconds)
     return {"now": now, "offset": sandbox.clock.offset, "expired": expired}
+
+
+async def late_events(sandbox: Sandbox, body: Body, request: Request) -> Any:
+    seconds = _number(body, "seconds")
+    try:
+        sandbox.delay_next_events(_count(body), seconds)
+    except ValueError as exc:
+        raise ControlError(str(exc)) from None
+    return {"count": body["count"], "seconds": seconds}
 
 
 async def webhook_status(sandbox: Sandbox, body: Body, request: Request) -> Any:
@@ -277,6 +298,7 @@ def routes() -> list[Route]:
         ("/_sandbox/settings", "POST", settings),
         ("/_sandbox/clock", "GET", clock),
         ("/_sandbox/clock/advance", "POST", advance_clock),
+        ("/_sandbox/events/late", "POST", late_events),
         ("/_sandbox/webhooks", "GET", webhook_status),
         ("/_sandbox/webhooks", "POST", configure_webhook),
         ("/_sandbox/webhooks/drop", "POST", drop_webhooks),

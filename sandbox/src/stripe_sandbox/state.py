@@ -60,11 +60,11 @@ class Sandbox:
         self.config = config or SandboxConfig()
         self.clock = SandboxClock()
         self.sessions = SessionStore()
-        self.events = EventStore(self.config.api_version)
+        self.events = EventStore(self.config.api_version, self.config.purged_event_cursor)
         self.traffic = TrafficControl(
             self.config.latency_seconds, self.config.rate_limit_per_second
         )
-        self.idempotency = IdempotencyCache()
+        self.idempotency = IdempotencyCache(self.clock.now)
         self.webhooks = WebhookDispatcher(
             self.events.get,
             url=self.config.webhook_url,
@@ -76,6 +76,8 @@ class Sandbox:
         self.api_key = self.config.api_key
         self.public_url = self.config.public_url
         self._recovered: dict[str, str] = {}
+        self._late_count = 0
+        self._late_seconds = 0.0
 
     # -- requests ----------------------------------------------------------------------
 
@@ -95,11 +97,14 @@ class Sandbox:
     # -- time --------------------------------------------------------------------------
 
     def sweep(self) -> int:
-        """Expire every open session whose ``expires_at`` has come; returns how many."""
-        now = self.clock.now_int()
-        due = self.sessions.pop_due(now)
+        """Expire every open session whose ``expires_at`` has come (its event dated
+        then), show late events whose time has come, purge events older than 30 days;
+        returns how many sessions expired."""
+        now = self.clock.now()
+        due = self.sessions.pop_due(int(now))
         for record in due:
             self._expire(record, record.expires_at, RequestInfo())
+        self.events.advance(now)
         return len(due)
 
     def advance_clock(self, seconds: float) -> tuple[float, int]:
@@ -134,15 +139,15 @@ class Sandbox:
                 'Only Checkout Sessions with a status in ["open"] can be expired. This '
                 f"Checkout Session has a status of `{record.status}`."
             )
-        self._expire(record, self.clock.now_int(), request)
+        self._expire(record, self.clock.now(), request)
         return record
 
-    def _expire(self, record: SessionRecord, at: int, request: RequestInfo) -> None:
+    def _expire(self, record: SessionRecord, at: float, request: RequestInfo) -> None:
         self.sessions.set_status(record, "expired")
         if record.recovery_enabled:
             record.recovery_url = f"{record.page_base}/recover/{record.id}"
-            record.recovery_expires_at = at + RECOVERY_SECONDS
-        self._emit("checkout.session.expired", record, request)
+            record.recovery_expires_at = int(at) + RECOVERY_SECONDS
+        self._emit("checkout.session.expired", record, request, at)
 
     def complete_session(
         self, session_id: str, delayed: bool = False, email: str | None = None
@@ -285,13 +290,32 @@ class Sandbox:
 
     # -- events ------------------------------------------------------------------------
 
-    def _emit(self, event_type: str, record: SessionRecord, request: RequestInfo) -> EventRecord:
+    def delay_next_events(self, count: int, seconds: float) -> None:
+        """The next ``count`` events show in ``GET /v1/events`` only ``seconds`` (sandbox
+        time) after they were created, so events created after them are listed
+        first (webhooks are sent at once, as usual)."""
+        if count < 0 or seconds < 0:
+            raise ValueError("count and seconds must be >= 0")
+        self._late_count, self._late_seconds = count, seconds
+
+    def _emit(
+        self,
+        event_type: str,
+        record: SessionRecord,
+        request: RequestInfo,
+        at: float | None = None,
+    ) -> EventRecord:
+        late = 0.0
+        if self._late_count > 0:
+            self._late_count -= 1
+            late = self._late_seconds
         event = self.events.add(
             event_type,
             record,
-            self.clock.now_int(),
+            self.clock.now() if at is None else at,
             request_id=request.id,
             idempotency_key=request.idempotency_key,
+            visible_after=late,
         )
         self.webhooks.enqueue(event)
         return event
@@ -317,7 +341,9 @@ class Sandbox:
         self.traffic.set_rate_limit(self.config.rate_limit_per_second)
         self.api_key = self.config.api_key
         self.public_url = self.config.public_url
+        self.events.purged_cursor = self.config.purged_event_cursor
         self._recovered.clear()
+        self._late_count, self._late_seconds = 0, 0.0
 
     def describe(self) -> dict[str, Any]:
         """A summary for ``GET /_sandbox/status``."""
@@ -326,6 +352,9 @@ class Sandbox:
             "clock_offset": self.clock.offset,
             "sessions": len(self.sessions),
             "events": len(self.events),
+            "events_not_yet_visible": self.events.hidden,
+            "late_events_pending": self._late_count,
+            "purged_event_cursor": self.events.purged_cursor,
             "webhooks": self.webhooks.status(),
             "latency_seconds": self.traffic.latency_seconds,
             "rate_limit_per_second": (
