@@ -18,13 +18,15 @@ import pytest
 import yaml
 
 import rules_io
+from basketball_api.metrics import Metrics
+from basketball_api.settings import Settings
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (Debian package prometheus)"
 )
 TEST_FILES = sorted(rules_io.PROMTOOL_TESTS_DIR.glob("*.yml"))
-SEVERITIES = {"page", "warning"}
+SEVERITIES = {"critical", "warning", "info"}  # the kube-prometheus convention
 
 
 def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -124,7 +126,7 @@ def test_promtool_accepts_the_rules(tmp_path: Path) -> None:
     proc = _run([PROMTOOL, "check", "rules", str(path)])
 
     assert proc.returncode == 0, _explain(proc)
-    assert f"SUCCESS: {len(rules_io.alerting_rules())} rules found" in proc.stdout, _explain(proc)
+    assert f"SUCCESS: {len(rules_io.all_rules())} rules found" in proc.stdout, _explain(proc)
 
 
 @pytest.mark.prometheus
@@ -175,13 +177,51 @@ def test_rules_refer_only_to_metrics_the_service_exports() -> None:
         assert not unknown, f"{rule['alert']} uses unknown metrics {sorted(unknown)}"
 
 
-def test_stranded_orders_alert_aggregates_replicas_with_max() -> None:
-    (rule,) = [r for r in rules_io.alerting_rules() if r["alert"] == "BasketballApiStrandedOrders"]
+def test_stranded_orders_aggregate_replicas_with_max() -> None:
+    (record,) = [
+        r
+        for r in rules_io.recording_rules()
+        if r["record"] == "namespace_category:basketball_api_stranded_orders_unhandled:max"
+    ]
 
-    assert rule["expr"].strip() == (
-        "max by (namespace, category) (basketball_api_pending_orders_with_expired_session) > 0"
-    )
-    assert rule["labels"]["severity"] == "page"
+    for gauge in (
+        "basketball_api_pending_orders_with_expired_session",
+        "basketball_api_pending_orders_with_failed_payment",
+        "basketball_api_pending_orders_with_missing_session",
+        "basketball_api_pending_orders_snoozed",
+    ):
+        assert f"max by (namespace, category) ({gauge})" in record["expr"], gauge
+    assert "sum" not in record["expr"]
+
+
+def _expected_alerts() -> list[dict[str, Any]]:
+    return [
+        alert
+        for test_file in TEST_FILES
+        for case in _alert_rule_tests(test_file)
+        for alert in case.get("exp_alerts") or []
+    ]
+
+
+def test_every_expected_alert_carries_its_namespace() -> None:
+    alerts = _expected_alerts()
+
+    assert alerts
+    for alert in alerts:
+        assert alert["exp_labels"].get("namespace"), alert
+
+
+def test_only_a_person_must_act_now_pages() -> None:
+    critical = {
+        r["alert"] for r in rules_io.alerting_rules() if r["labels"]["severity"] == "critical"
+    }
+
+    assert critical == {
+        "BasketballApiDown",
+        "BasketballApiStrandedOrdersSurge",
+        "BasketballApiUrgentOrdersStranded",
+        "BasketballApiOrderCreationFailing",
+    }
 
 
 # --- the runbook and the operations guide follow the rules ----------------------------------
@@ -231,3 +271,40 @@ def test_operations_guide_tables_every_alert_with_severity_and_for() -> None:
     assert rows == {
         r["alert"]: (r["labels"]["severity"], r["for"]) for r in rules_io.alerting_rules()
     }
+
+
+# --- what the service exports for the rules ---------------------------------------------
+
+
+def _exported_names(metrics: Metrics) -> set[str]:
+    """Metric names as Prometheus stores them (counters with ``_total``)."""
+    names = set()
+    for family in metrics.registry.collect():
+        names.add(f"{family.name}_total" if family.type == "counter" else family.name)
+    return names
+
+
+def test_metrics_the_rules_use_are_exported_or_announced() -> None:
+    exported = _exported_names(Metrics())
+    service = {m for m in rules_io.SERVICE_METRICS if m.startswith("basketball_api_")}
+
+    assert service - rules_io.ANNOUNCED_METRICS <= exported
+
+
+def test_urgent_categories_are_a_setting_exported_per_category(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("URGENT_CATEGORIES", "tournament, jersey")
+    metrics = Metrics()
+
+    metrics.publish_urgent_categories(frozenset(Settings().urgent_categories))
+
+    text = metrics.render().decode()
+    assert 'basketball_api_category_urgent{category="tournament"} 1.0' in text
+    assert 'basketball_api_category_urgent{category="jersey"} 1.0' in text
+    assert 'basketball_api_category_urgent{category="monthly"} 0.0' in text
+    monkeypatch.setenv("URGENT_CATEGORIES", "")
+    assert Settings().urgent_categories == frozenset()
+    monkeypatch.setenv("URGENT_CATEGORIES", "tournaments")
+    with pytest.raises(ValueError, match="urgent_categories"):
+        Settings()

@@ -97,7 +97,7 @@ def test_stranded_orders_alert_fires_then_resolves(exporter: Exporter, tmp_path:
             "alertname": STRANDED,
             "category": "tournament",
             "namespace": "basketball-api",
-            "severity": "page",
+            "severity": "warning",
         }
         assert float(alert["value"]) == 2
         assert alert["annotations"]["description"].startswith(

@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
     """A fully wired app; ``start_refresher=False`` lets tests drive refreshes by hand."""
     settings = settings or Settings()
     metrics = Metrics()
+    metrics.publish_urgent_categories(frozenset(settings.urgent_categories))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -93,10 +93,23 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=r,
         )
+        self.category_urgent = Gauge(
+            "basketball_api_category_urgent",
+            "1 for a category whose stranded orders page at once (URGENT_CATEGORIES), else 0.",
+            ["category"],
+            registry=r,
+        )
+        for category in CATEGORIES:
+            self.category_urgent.labels(category=category).set(0)
         for result in ("success", "error"):
             self.refreshes.labels(result=result)
         for reason in WEBHOOK_ERROR_REASONS:
             self.webhook_errors.labels(reason=reason)
+
+    def publish_urgent_categories(self, urgent: frozenset[str]) -> None:
+        """Mark the configured urgent categories 1, every other category 0."""
+        for category in CATEGORIES:
+            self.category_urgent.labels(category=category).set(1 if category in urgent else 0)
 
     def publish_counts(
         self,

@@ -6,10 +6,12 @@ Outside ``ENVIRONMENT=local`` placeholder secrets are refused at start-up.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from basketball_api.models import Category
 
 SANDBOX_API_KEY = "sk_test_sandbox"
 SANDBOX_API_BASE = "http://127.0.0.1:12111"
@@ -50,8 +52,19 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_sender: str = "payments@basketball-club.example"
 
+    # Categories whose stranded orders page at any hour (comma-separated, e.g. "tournament"
+    # in the days before an event); exported as basketball_api_category_urgent.
+    urgent_categories: Annotated[frozenset[Category], NoDecode] = frozenset()
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
+
+    @field_validator("urgent_categories", mode="before")
+    @classmethod
+    def _split_categories(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_local(self) -> Settings:
