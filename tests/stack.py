@@ -31,6 +31,7 @@ class Stack:
     sdk: stripe.StripeClient
     api_url: str
     sandbox_url: str
+    api_server: BackgroundServer | None = None  # stop() it for an outage; the port stays known
 
     def order(self, category: str = "tournament", **extra: Any) -> dict[str, Any]:
         products = {p["category"]: p["id"] for p in self.api.get("/products").json()}
@@ -120,6 +121,8 @@ def running_stack(database_url: str, **settings: Any) -> Iterator[Stack]:
             headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
             with httpx.Client(base_url=api_server.url, headers=headers, timeout=30) as api:
                 try:
-                    yield Stack(app, api, control, sdk, api_server.url, sandbox_server.url)
+                    yield Stack(
+                        app, api, control, sdk, api_server.url, sandbox_server.url, api_server
+                    )
                 finally:
                     http_client.close()

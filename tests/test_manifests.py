@@ -166,8 +166,9 @@ def test_both_custom_resources_are_checked() -> None:
 
 def _broken_rule(change: str) -> dict[str, Any]:
     doc = copy.deepcopy(_one("PrometheusRule"))
-    group = doc["spec"]["groups"][0]
-    rule = group["rules"][0]
+    # The first alerting rule (recording rules have no `for` or annotations to break).
+    group = next(g for g in doc["spec"]["groups"] if any("alert" in r for r in g["rules"]))
+    rule = next(r for r in group["rules"] if "alert" in r)
     if change == "for-in-words":
         rule["for"] = "ten minutes"
     elif change == "no-expr":
