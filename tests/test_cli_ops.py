@@ -121,6 +121,7 @@ def test_stranded_and_relink(database_url: str) -> None:
         finally:
             smtp.stop()
         assert emailed.exit_code == 0, emailed.output
+        assert "1 email(s) sent" in emailed.output
         [message] = sink.messages
         assert message["To"] == "mo@example.org"
         fresh = stack.api.get(f"/orders/{monthly['id']}").json()["checkout_url"]
@@ -128,3 +129,72 @@ def test_stranded_and_relink(database_url: str) -> None:
         assert isinstance(body, bytes)
         assert fresh in body.decode()
         assert listed(run(stack, database_url, "stranded").output) == []
+
+
+def test_stranded_shows_who_when_and_how_much(database_url: str) -> None:
+    with running_stack(database_url) as stack:
+        twins = [
+            stack.order("monthly", player_name=name, parent_email="chen@example.org")
+            for name in ("Riley Chen", "Casey Chen")
+        ]
+        for o in twins:
+            stack.sdk.v1.checkout.sessions.expire(o["checkout_session_id"])
+        stack.sandbox.wait_for_webhooks(timeout=10)
+        shown = run(stack, database_url, "stranded")
+        assert shown.exit_code == 0, shown.output
+        header = next(line for line in shown.output.splitlines() if "order" in line)
+        for column in ("player", "ordered", "outstanding"):
+            assert column in header
+        for o in twins:
+            row = next(line for line in shown.output.splitlines() if f" {o['id']} " in line)
+            assert o["player_name"] in row
+            assert o["created_at"][:10] in row
+            assert "60.00 USD" in row
+
+
+def test_relink_email_without_smtp_says_so_and_changes_nothing(database_url: str) -> None:
+    with running_stack(database_url) as stack:
+        order = stack.order("tournament")
+        stack.sdk.v1.checkout.sessions.expire(order["checkout_session_id"])
+        stack.sandbox.wait_for_webhooks(timeout=10)
+        before = stack.sandbox.sessions()
+        refused = run(stack, database_url, "relink", "--email")
+        assert refused.exit_code == 2
+        assert "no email was sent" in refused.output
+        assert "SMTP_HOST" in refused.output
+        assert "reissued" not in refused.output.replace("no link was reissued", "")
+        assert stack.sandbox.sessions() == before
+        quiet = run(stack, database_url, "relink")
+        assert quiet.exit_code == 0, quiet.output
+        assert "1 link(s) reissued" in quiet.output
+        assert "no email was sent" in quiet.output
+
+
+@pytest.mark.parametrize("command", [["stranded"], ["relink"], ["relink", "--dry-run"]])
+def test_stripe_refusing_the_key_is_one_clear_line(database_url: str, command: list[str]) -> None:
+    with running_stack(database_url) as stack:
+        stack.order("tournament")
+        stack.sandbox.configure(api_key="sk_test_the_real_one")
+        result = run(stack, database_url, *command, STRIPE_API_KEY="sk_test_wrong")
+        assert result.exit_code == 1
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert lines == ["error: Stripe refused the API key on GET /v1/events"], result.output
+        assert "sk_test_wrong" not in result.output
+
+
+def test_an_unreachable_database_is_one_clear_line(tmp_path: Any) -> None:
+    missing = tmp_path / "no-such-dir" / "x" / "db.sqlite"
+    (tmp_path / "no-such-dir").write_text("a file where a directory should be")
+    result = CliRunner().invoke(cli.app, ["stranded"], env={"DATABASE_URL": f"sqlite:///{missing}"})
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ")
+
+
+def test_a_bad_setting_is_one_clear_line() -> None:
+    result = CliRunner().invoke(cli.app, ["stranded"], env={"REFRESH_INTERVAL_SECONDS": "9000"})
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert "REFRESH_INTERVAL_SECONDS" in lines[0]

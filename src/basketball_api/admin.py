@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
@@ -61,8 +62,10 @@ class StrandedOut(BaseModel):
     order_id: int
     category: Category
     product_name: str
+    player_name: str
+    ordered_at: datetime = Field(description="When the order was taken (UTC).")
     parent_email: str = Field(description="Masked: first letter and domain only.")
-    amount: int
+    amount: int = Field(description="Outstanding, in cents: all of it (the order is pending).")
     currency: str
     session_id: str
     dead_for_seconds: int | None = Field(
@@ -89,6 +92,10 @@ class StrandedList(BaseModel):
 class ReissueOut(BaseModel):
     created: bool = Field(description="False when the order already had a live link.")
     emailed: bool
+    email: notify.Email = Field(
+        description="What became of the email: `not_configured` when SMTP_HOST is unset "
+        "(nothing was sent), `failed` when the mail server refused it."
+    )
     recovery_url: str | None = Field(description="Stripe's recovery link of the replaced session.")
     order: OrderOut
 
@@ -128,9 +135,9 @@ def _reissue(services: Services, order_id: int, email: bool) -> ReissueOut:
     stripe = ThreadStripe(services.gateway, services.settings)
     result = recovery.reissue(services.sessions, stripe, order_id)
     out = OrderOut.of(result.order)
-    emailed = False
+    sent = notify.Email.not_requested
     if result.created and email and out.checkout_url:
-        emailed = notify.send_new_link(
+        sent = notify.send_link(
             services.settings,
             to=out.parent_email,
             order_id=out.id,
@@ -138,7 +145,11 @@ def _reissue(services: Services, order_id: int, email: bool) -> ReissueOut:
             url=out.checkout_url,
         )
     return ReissueOut(
-        created=result.created, emailed=emailed, recovery_url=result.recovery_url, order=out
+        created=result.created,
+        emailed=sent == notify.Email.sent,
+        email=sent,
+        recovery_url=result.recovery_url,
+        order=out,
     )
 
 
@@ -185,10 +196,19 @@ class _Notice:
     ok: bool
     url: str | None = None
     recovery_url: str | None = None
-    emailed: bool = False
+    email: str = ""
 
 
-def _notice(services: Services, order_id: int, outcome: str, emailed: bool) -> _Notice | None:
+_EMAIL_SAID = {
+    notify.Email.sent: "The parent was emailed the new link.",
+    notify.Email.not_configured: "No email was sent: email is not configured (set SMTP_HOST). "
+    "Send the parent the link below yourself.",
+    notify.Email.failed: "The email to the parent failed (the mail server refused it or could "
+    "not be reached). Send the parent the link below yourself.",
+}
+
+
+def _notice(services: Services, order_id: int, outcome: str, email: str) -> _Notice | None:
     template = _OUTCOMES.get(outcome)
     if template is None:
         return None
@@ -207,7 +227,8 @@ def _notice(services: Services, order_id: int, outcome: str, emailed: bool) -> _
             .order_by(CheckoutLink.id.desc())
             .limit(1)
         ).first()
-        return _Notice(text, True, order.checkout_url, recovery_url, emailed)
+        said = _EMAIL_SAID.get(notify.Email(email), "") if email in set(notify.Email) else ""
+        return _Notice(text, True, order.checkout_url, recovery_url, said)
 
 
 @router.get("", response_class=HTMLResponse, include_in_schema=False)
@@ -217,7 +238,7 @@ async def page(
     category: str | None = None,
     order: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     outcome: str = "",
-    emailed: bool = False,
+    email: str = "",
     failed: bool = False,
 ) -> Response:
     if not has_page_session(request, services):
@@ -230,7 +251,7 @@ async def page(
     listing = await run_in_threadpool(_stranded, services, chosen)
     notice = None
     if order is not None:
-        notice = await run_in_threadpool(_notice, services, order, outcome, emailed)
+        notice = await run_in_threadpool(_notice, services, order, outcome, email)
     counts = services.refresher.counts
     return templates.TemplateResponse(
         request,
@@ -288,6 +309,5 @@ async def page_reissue(
         query["outcome"] = "stripe"
     else:
         query["outcome"] = "created" if result.created else "live"
-        if result.emailed:
-            query["emailed"] = "true"
+        query["email"] = result.email.value
     return RedirectResponse(f"/admin?{urlencode(query)}", status_code=303)

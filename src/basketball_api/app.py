@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from basketball_api import admin, catalogue_admin, recovery, routes, webhooks
+from basketball_api import admin, catalogue_admin, recovery, routes, treasurer_admin, webhooks
 from basketball_api.db import make_engine, make_session_factory, transaction
 from basketball_api.deps import Services, get_services
 from basketball_api.errors import install_error_handlers
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(catalogue_admin.router)
+    app.include_router(treasurer_admin.router)
     Instrumentator(
         registry=metrics.registry,
         excluded_handlers=["/metrics"],

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import sys
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
 
 import anyio
 import anyio.to_thread
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from basketball_api.errors import DomainError
@@ -21,16 +26,62 @@ from basketball_api.settings import Settings
 if TYPE_CHECKING:
     from basketball_api.recovery import StrandedOrder
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
+)
 console = Console()
+_Command = TypeVar("_Command", bound=Callable[..., None])
+
+
+def _fail(message: str, *, code: int = 1) -> NoReturn:
+    """One clear line on stderr, then exit: no traceback for an operator to read."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[red]error:[/red] {escape(message)}"
+    )
+    raise typer.Exit(code)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def one_line_errors(command: _Command) -> _Command:
+    """Every failure of ``command`` becomes one line naming what failed (Stripe, the database,
+    the mail server…) and exit code 1; ``LOG_LEVEL=DEBUG`` shows the traceback instead."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from basketball_api.stripe_gateway import StripeFailure
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if os.environ.get("LOG_LEVEL", "").upper() == "DEBUG":
+                raise
+            if isinstance(e, StripeFailure):
+                _fail(str(e))
+            if isinstance(e, DomainError):
+                _fail(e.message)
+            if isinstance(e, SQLAlchemyError):
+                _fail(f"database: {_first_line(e)}")
+            _fail(f"{type(e).__name__}: {_first_line(e)} (LOG_LEVEL=DEBUG shows the traceback)")
+
+    return cast(_Command, run)
 
 
 def _settings() -> Settings:
     try:
         settings = Settings()
-    except ValueError as e:
-        console.print(f"[red]configuration error:[/red] {e}")
-        raise typer.Exit(2) from e
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']).upper() or 'settings'}: {err['msg']}"
+            for err in e.errors()
+        )
+        _fail(f"configuration: {problems}", code=2)
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -50,6 +101,7 @@ def serve(
 
 
 @app.command()
+@one_line_errors
 def migrate() -> None:
     """Create or upgrade the database schema (Alembic) at DATABASE_URL."""
     from basketball_api.db import upgrade_database
@@ -60,6 +112,7 @@ def migrate() -> None:
 
 
 @app.command()
+@one_line_errors
 def refresh(
     once: Annotated[bool, typer.Option("--once", help="Run one refresh and exit.")] = False,
 ) -> None:
@@ -105,6 +158,7 @@ async def _refresh_once(settings: Settings) -> tuple[bool, Counts | None]:
 
 
 @app.command()
+@one_line_errors
 def stranded(
     category: Annotated[
         str | None, typer.Option(help="Only this category (tournament, monthly, jersey).")
@@ -114,7 +168,16 @@ def stranded(
     _check_category(category)
     settings = _settings()
     rows = asyncio.run(_stranded(settings, category))
-    table = Table("order", "category", "product", "parent", "link dead for", "amount")
+    table = Table(
+        "order",
+        "player",
+        "ordered",
+        "category",
+        "product",
+        "parent",
+        "link dead for",
+        "outstanding",
+    )
     for s in rows:
         dead_for = "expired early"
         if s.dead_for_seconds is not None:
@@ -122,6 +185,8 @@ def stranded(
             dead_for = f"{hours} h {minutes:02d} min"
         table.add_row(
             str(s.order_id),
+            s.player_name,
+            f"{s.ordered_at:%Y-%m-%d %H:%M}",
             s.category,
             s.product_name,
             s.parent_email,
@@ -155,6 +220,7 @@ async def _stranded(settings: Settings, category: str | None) -> list[StrandedOr
 
 
 @app.command()
+@one_line_errors
 def relink(
     category: Annotated[str | None, typer.Option(help="Only this category.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done.")] = False,
@@ -163,6 +229,11 @@ def relink(
     """Reissue a fresh Checkout link for every stranded order (one live link per order)."""
     _check_category(category)
     settings = _settings()
+    if email and not dry_run:
+        from basketball_api import notify
+
+        if not notify.configured(settings):
+            _fail(f"relink --email: {notify.NOT_CONFIGURED}; no link was reissued", code=2)
     _done, failed = anyio.run(_relink, settings, category, dry_run, email)
     raise typer.Exit(1 if failed else 0)
 
@@ -195,18 +266,20 @@ async def _relink(
             return 0, 0
         stripe = ThreadStripe(kit.gateway, settings)
         done = failed = live = 0
+        emails: dict[notify.Email, int] = dict.fromkeys(notify.Email, 0)
 
         def one(order_id: int) -> bool:
             result = reissue(kit.sessions, stripe, order_id)
             order = result.order
             if result.created and email and order.checkout_url:
-                notify.send_new_link(
+                sent = notify.send_link(
                     settings,
                     to=order.parent_email,
                     order_id=order.id,
                     product=order.product.name,
                     url=order.checkout_url,
                 )
+                emails[sent] += 1
             return result.created
 
         with Progress(console=console) as progress:
@@ -222,7 +295,14 @@ async def _relink(
                     console.print(f"[red]order {s.order_id}: {e}[/red]")
                 progress.advance(task)
         console.print(f"{done} link(s) reissued, {live} already live, {failed} failed")
-        return done, failed
+        if email:
+            line = f"{emails[notify.Email.sent]} email(s) sent"
+            if emails[notify.Email.failed]:
+                line += f", [red]{emails[notify.Email.failed]} email(s) failed[/red]"
+            console.print(line)
+        else:
+            console.print("no email was sent (pass --email to email each parent the new link)")
+        return done, failed + emails[notify.Email.failed]
 
 
 SANDBOX_MISSING = (

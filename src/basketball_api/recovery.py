@@ -38,8 +38,10 @@ class StrandedOrder:
     order_id: int
     category: str
     product_name: str
+    player_name: str  # with the order date and amount, how a treasurer tells families apart
+    ordered_at: datetime
     parent_email: str  # masked
-    amount: int
+    amount: int  # all of it is outstanding: the order is pending
     currency: str
     session_id: str
     dead_for_seconds: int | None  # None: expired by hand before its time, moment unknown
@@ -79,6 +81,8 @@ def stranded_orders(
                 order_id=order.id,
                 category=cat.value,
                 product_name=name,
+                player_name=order.player_name,
+                ordered_at=from_epoch(epoch(order.created_at)),
                 parent_email=mask_email(order.parent_email),
                 amount=order.amount,
                 currency=order.currency,

@@ -1,0 +1,285 @@
+"""The treasurer's view of orders: search and filters, amount outstanding, link state, totals per
+product, CSV. Plain queries over the orders; the routes are in ``treasurer_admin.py``."""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.orm import Session
+
+from basketball_api.knowledge import SessionKnowledge, SessionState
+from basketball_api.models import Category, Order, OrderStatus, Product
+
+MAX_ROWS = 500  # one page of the listing; the totals always cover every matching order
+
+
+class LinkState(enum.StrEnum):
+    """What a treasurer needs to know about an order's payment link."""
+
+    none = "none"  # pending, no link was ever made
+    open = "open"  # the parent can pay now
+    dead = "dead"  # expired: the order is stranded until a new link is sent
+    paid_at_stripe = "paid_at_stripe"  # paid, the confirmation is still on its way
+    processing = "processing"  # a delayed payment method is settling
+    payment_failed = "payment_failed"
+    missing = "missing"  # Stripe does not know the session
+    unknown = "unknown"  # not learnt yet (no refresh since the link was made)
+    closed = "closed"  # the order is paid or cancelled: no link is needed
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+
+_LABELS = {
+    LinkState.none: "no link",
+    LinkState.open: "open",
+    LinkState.dead: "dead",
+    LinkState.paid_at_stripe: "paid at Stripe",
+    LinkState.processing: "payment processing",
+    LinkState.payment_failed: "payment failed",
+    LinkState.missing: "unknown to Stripe",
+    LinkState.unknown: "not known yet",
+    LinkState.closed: "—",
+}
+_FROM_SESSION = {
+    SessionState.OPEN: LinkState.open,
+    SessionState.EXPIRED: LinkState.dead,
+    SessionState.PAID: LinkState.paid_at_stripe,
+    SessionState.PROCESSING: LinkState.processing,
+    SessionState.FAILED: LinkState.payment_failed,
+    SessionState.MISSING: LinkState.missing,
+    SessionState.UNKNOWN: LinkState.unknown,
+}
+
+LinkStateOf = Callable[[Order], LinkState]
+_Stmt = TypeVar("_Stmt", bound=Select[Any])
+
+
+def link_state_from_knowledge(knowledge: SessionKnowledge, now: float, grace: float) -> LinkStateOf:
+    """Link states as the stranded-order gauge decides them (same knowledge, clock, grace)."""
+
+    def of(order: Order) -> LinkState:
+        if order.status != OrderStatus.pending:
+            return LinkState.closed
+        sid = order.stripe_checkout_session_id
+        if sid is None:
+            return LinkState.none
+        state = knowledge.state(sid, now, grace)
+        return LinkState.unknown if state is None else _FROM_SESSION[state]
+
+    return of
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    """Every field optional; all given ones must hold. Dates are order dates, UTC, inclusive."""
+
+    state: OrderStatus | None = None
+    category: Category | None = None
+    product_id: int | None = None
+    ordered_from: date | None = None
+    ordered_until: date | None = None
+    text: str | None = None  # part of the player's name or the parent's email, any case
+
+    def apply(self, stmt: _Stmt) -> _Stmt:
+        if self.state is not None:
+            stmt = stmt.where(Order.status == self.state)
+        if self.category is not None:
+            stmt = stmt.where(Product.category == self.category)
+        if self.product_id is not None:
+            stmt = stmt.where(Order.product_id == self.product_id)
+        if self.ordered_from is not None:
+            stmt = stmt.where(Order.created_at >= _midnight(self.ordered_from))
+        if self.ordered_until is not None:
+            stmt = stmt.where(Order.created_at < _midnight(self.ordered_until + timedelta(days=1)))
+        text = (self.text or "").strip()
+        if text:
+            stmt = stmt.where(
+                Order.player_name.icontains(text, autoescape=True)
+                | Order.parent_email.icontains(text, autoescape=True)
+            )
+        return stmt
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment  # SQLite: naive UTC
+
+
+def outstanding(order: Order) -> int:
+    """What the club still expects for the order: all of it while pending, else nothing."""
+    return order.amount if order.status == OrderStatus.pending else 0
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    order_id: int
+    ordered_at: datetime
+    player_name: str
+    parent_email: str
+    category: Category
+    product_id: int
+    product_name: str
+    state: OrderStatus
+    amount: int
+    outstanding: int
+    currency: str
+    link_state: LinkState
+    link_url: str | None  # the live link, when there is one to send
+
+
+@dataclass(frozen=True)
+class ProductTotal:
+    product_id: int
+    product_name: str
+    category: Category
+    currency: str
+    orders: int  # in every state
+    cancelled: int  # of those, cancelled
+    paid: int  # amount paid
+    outstanding: int  # amount still expected (pending orders)
+
+
+@dataclass(frozen=True)
+class Listing:
+    rows: list[OrderRow]
+    matching: int  # every order matching the filter (rows holds at most MAX_ROWS)
+    totals: list[ProductTotal]
+
+
+def search(
+    db: Session,
+    where: OrderFilter,
+    link_state_of: LinkStateOf,
+    *,
+    limit: int = MAX_ROWS,
+    offset: int = 0,
+) -> Listing:
+    """Matching orders, newest first, with totals per product over all of them."""
+    base = where.apply(select(Order).join(Product, Product.id == Order.product_id))
+    orders = db.scalars(
+        base.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit).offset(offset)
+    ).all()
+    matching = db.scalar(select(func.count()).select_from(base.subquery())) or 0
+    return Listing([_row(o, link_state_of(o)) for o in orders], matching, totals(db, where))
+
+
+def every_row(db: Session, where: OrderFilter, link_state_of: LinkStateOf) -> Iterable[OrderRow]:
+    """All matching orders, newest first, read in batches (the CSV export)."""
+    stmt = (
+        where.apply(select(Order).join(Product, Product.id == Order.product_id))
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .execution_options(yield_per=500)
+    )
+    for order in db.scalars(stmt):
+        yield _row(order, link_state_of(order))
+
+
+def _row(order: Order, link: LinkState) -> OrderRow:
+    return OrderRow(
+        order_id=order.id,
+        ordered_at=_utc(order.created_at),
+        player_name=order.player_name,
+        parent_email=order.parent_email,
+        category=order.product.category,
+        product_id=order.product_id,
+        product_name=order.product.name,
+        state=order.status,
+        amount=order.amount,
+        outstanding=outstanding(order),
+        currency=order.currency,
+        link_state=link,
+        link_url=order.checkout_url if link == LinkState.open else None,
+    )
+
+
+def totals(db: Session, where: OrderFilter) -> list[ProductTotal]:
+    """Per product (and currency): orders, cancelled, amount paid and outstanding. One GROUP BY."""
+
+    def when(status: OrderStatus, value: Any) -> Any:
+        return func.coalesce(func.sum(case((Order.status == status, value), else_=0)), 0)
+
+    stmt = where.apply(
+        select(
+            Order.product_id,
+            Product.name,
+            Product.category,
+            Order.currency,
+            func.count(Order.id),
+            when(OrderStatus.cancelled, 1),
+            when(OrderStatus.paid, Order.amount),
+            when(OrderStatus.pending, Order.amount),
+        ).join(Product, Product.id == Order.product_id)
+    ).group_by(Order.product_id, Product.name, Product.category, Order.currency)
+    return [
+        ProductTotal(int(pid), name, Category(cat), cur, int(n), int(c), int(p), int(o))
+        for pid, name, cat, cur, n, c, p, o in db.execute(stmt.order_by(Order.product_id))
+    ]
+
+
+CSV_COLUMNS = (
+    "order",
+    "ordered_at",
+    "player",
+    "parent_email",
+    "category",
+    "product",
+    "state",
+    "amount",
+    "outstanding",
+    "currency",
+    "link",
+)
+
+
+def money(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+def csv_lines(rows: Iterable[OrderRow]) -> Iterable[str]:
+    """The CSV export, a line at a time: amounts in units (150.00), times in UTC ISO 8601.
+
+    Cells that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``) are quoted with
+    a leading apostrophe: a player name is whatever a parent typed.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+
+    def line(values: Sequence[str]) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow([_safe(v) for v in values])
+        return buffer.getvalue()
+
+    yield line(CSV_COLUMNS)
+    for r in rows:
+        yield line(
+            (
+                str(r.order_id),
+                r.ordered_at.isoformat(timespec="seconds"),
+                r.player_name,
+                r.parent_email,
+                r.category.value,
+                r.product_name,
+                r.state.value,
+                money(r.amount),
+                money(r.outstanding),
+                r.currency.upper(),
+                r.link_state.value,
+            )
+        )
+
+
+def _safe(value: str) -> str:
+    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
