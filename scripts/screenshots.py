@@ -66,7 +66,7 @@ def shoot(driver: Any, url: str, width: int, height: int, mobile: bool, out: Pat
     """The top ``height`` CSS pixels of the page (a phone: about two screens)."""
     driver.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
-        {"width": width, "height": 844 if mobile else 900, "deviceScaleFactor": 1, "mobile": mobile},
+        {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": mobile},
     )
     driver.get(url)
     full = driver.execute_script("return document.documentElement.scrollHeight")
