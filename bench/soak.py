@@ -281,7 +281,9 @@ async def soak(args: argparse.Namespace, workdir: Path) -> Report:
         grace_seconds=0,
     )
     control = SandboxControl(sandbox.url)
-    api = httpx.Client(base_url=api_server.url, timeout=30)
+    # As an operator: orders are cancelled by id.
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    api = httpx.Client(base_url=api_server.url, headers=headers, timeout=30)
     process = psutil.Process()
     try:
         world = World(api, control, factory, rng)

@@ -41,7 +41,8 @@ def _truncate(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            "TRUNCATE checkout_links, orders, processed_webhook_events, products RESTART IDENTITY"
+            "TRUNCATE order_access_tokens, checkout_links, orders, processed_webhook_events,"
+            " products RESTART IDENTITY"
         )
     engine.dispose()
 

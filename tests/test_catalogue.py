@@ -119,7 +119,7 @@ def test_a_new_price_applies_to_new_orders_only(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     after = order(client, 1).json()
     assert (before["amount"], after["amount"]) == (15000, 17500)
-    assert client.get(f"/orders/{before['id']}").json()["amount"] == 15000
+    assert client.get(f"/orders/{before['id']}", headers=AUTH).json()["amount"] == 15000
 
 
 def test_the_category_of_a_product_with_orders_stays(client: TestClient) -> None:

@@ -24,6 +24,8 @@ from basketball_api.settings import Settings
 from stripe_sandbox.server import BackgroundServer
 
 SECRET = "whsec_exactly_once_tests"
+TOKEN = "exactly-once-admin-token-0123456789"
+OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
 COMPLETED = "checkout.session.completed"
 EXPIRED = "checkout.session.expired"
 UNPAID = {"payment_status": "unpaid"}
@@ -55,8 +57,9 @@ def client(database_url: str) -> Iterator[TestClient]:
         database_url=database_url,
         stripe_webhook_secret=SECRET,
         stripe_api_base="http://127.0.0.1:9",  # no Stripe needed here
+        admin_token=TOKEN,
     )
-    with TestClient(create_app(settings, start_refresher=False)) as c:
+    with TestClient(create_app(settings, start_refresher=False), headers=OPERATOR) as c:
         yield c
 
 
@@ -140,9 +143,13 @@ def test_concurrent_copies_of_one_event_apply_once(database_url: str) -> None:
         database_url=database_url,
         stripe_webhook_secret=SECRET,
         stripe_api_base="http://127.0.0.1:9",
+        admin_token=TOKEN,
     )
     app = create_app(settings, start_refresher=False)
-    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+    with (
+        BackgroundServer(app) as server,
+        httpx.Client(base_url=server.url, headers=OPERATOR, timeout=60) as http,
+    ):
         ids = []
         for _ in range(20):
             body = {

@@ -13,6 +13,9 @@ from basketball_api.db import make_engine
 from basketball_api.models import Order
 from basketball_api.settings import Settings
 
+TOKEN = "orders-admin-token-0123456789"
+OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
+
 
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient]:
@@ -21,6 +24,7 @@ def client(database_url: str) -> Iterator[TestClient]:
         stripe_api_base="http://127.0.0.1:9",  # nothing listens: Stripe is unreachable
         stripe_max_network_retries=0,
         stripe_timeout_seconds=2,
+        admin_token=TOKEN,
     )
     with TestClient(create_app(settings, start_refresher=False)) as c:
         yield c
@@ -77,8 +81,8 @@ def test_unknown_things_are_404s_that_say_what(client: TestClient) -> None:
         "/orders", json={"product_id": 99, "parent_email": "a@example.org", "player_name": "A"}
     )
     assert (r.status_code, r.json()["detail"]) == (404, "product 99 does not exist")
-    assert client.get("/orders/12345").status_code == 404
-    assert client.post("/orders/12345/cancel").status_code == 404
+    assert client.get("/orders/12345", headers=OPERATOR).status_code == 404
+    assert client.post("/orders/12345/cancel", headers=OPERATOR).status_code == 404
 
 
 def test_an_order_without_a_link_can_be_cancelled(client: TestClient) -> None:
@@ -91,9 +95,9 @@ def test_an_order_without_a_link_can_be_cancelled(client: TestClient) -> None:
     order = client.post("/orders", json=body).json()
     assert order["status"] == "pending"
     assert order["checkout_url"] is None
-    cancelled = client.post(f"/orders/{order['id']}/cancel").json()
-    assert cancelled["status"] == "cancelled"
-    assert client.post(f"/orders/{order['id']}/cancel").json()["status"] == "cancelled"
+    cancel = f"/orders/by-token/{order['access_token']}/cancel"
+    assert client.post(cancel).json()["status"] == "cancelled"
+    assert client.post(cancel).json()["status"] == "cancelled"
 
 
 def test_health_and_docs_answer(client: TestClient) -> None:

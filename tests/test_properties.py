@@ -274,7 +274,8 @@ def fresh_database(engine: str, request: pytest.FixtureRequest, template: Path) 
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(
-                "TRUNCATE checkout_links, orders, processed_webhook_events RESTART IDENTITY"
+                "TRUNCATE order_access_tokens, checkout_links, orders, processed_webhook_events"
+                " RESTART IDENTITY"
             )
     finally:
         engine.dispose()

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.postgres
 
 SECRET = "whsec_replicas_0123456789"
 TOKEN = "replicas-admin-token-0123456789"
+OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
 DAY = 24 * 3600
 GAUGES = (
     "basketball_api_pending_orders_with_expired_session",
@@ -59,7 +60,7 @@ def truth(api: ApiProcess, control: SandboxControl, order_ids: list[int]) -> dic
     sessions = control.sessions()
     out: dict[str, dict[str, float]] = {g: dict.fromkeys(CATEGORIES, 0.0) for g in GAUGES}
     for order_id in order_ids:
-        order = httpx.get(f"{api.url}/orders/{order_id}").json()
+        order = httpx.get(f"{api.url}/orders/{order_id}", headers=OPERATOR).json()
         if order["status"] != "pending":
             continue
         session = sessions[order["checkout_session_id"]]
@@ -120,7 +121,8 @@ def test_two_replicas_report_the_same_truth_at_two_calls_each(
             control.pay(o["checkout_session_id"])
         control.drop_next_webhooks(1)
         control.pay(orders[4]["checkout_session_id"])
-        assert httpx.post(f"{b.url}/orders/{ids[5]}/cancel", timeout=30).status_code == 200
+        cancel = f"{b.url}/orders/{ids[5]}/cancel"
+        assert httpx.post(cancel, headers=OPERATOR, timeout=30).status_code == 200
         control.expire(orders[6]["checkout_session_id"])
         control.advance_clock(DAY + 60)
         assert control.wait_for_webhooks(timeout=30)

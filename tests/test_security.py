@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from tests.fakes import session_event, sign
 from tests.procs import start_api
 
-from basketball_api import admin
+from basketball_api import access, admin
 from basketball_api.app import create_app
 from basketball_api.settings import Settings
 from stripe_sandbox.app import create_app as create_sandbox
@@ -32,6 +32,7 @@ from stripe_sandbox.server import BackgroundServer
 
 SECRET = "whsec_security_test_secret"
 TOKEN = "security-admin-token-0123456789"
+OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def make_client(database_url: str, **settings: Any) -> TestClient:
@@ -95,7 +96,7 @@ def test_a_signature_dated_in_the_future_is_refused_beyond_the_tolerance(
     r = post_webhook(client, payload, sign(payload, SECRET, int(time.time()) + ahead))
     assert r.status_code == status, r.text
     expected = "pending" if reason else "paid"
-    assert client.get(f"/orders/{order_id}").json()["status"] == expected
+    assert client.get(f"/orders/{order_id}", headers=OPERATOR).json()["status"] == expected
     if reason:
         assert r.json()["code"] == reason
         assert refusals(client, reason) == 1.0
@@ -116,7 +117,7 @@ def test_a_body_altered_after_signing_is_refused(client: TestClient, alter: Any)
     header = sign(payload, SECRET)
     r = post_webhook(client, alter(payload), header)
     assert (r.status_code, r.json()["code"]) == (400, "bad_signature")
-    assert client.get(f"/orders/{order_id}").json()["status"] == "pending"
+    assert client.get(f"/orders/{order_id}", headers=OPERATOR).json()["status"] == "pending"
     assert post_webhook(client, payload, header).json() == {"status": "applied"}  # original ok
 
 
@@ -136,7 +137,7 @@ def test_forged_signature_headers_are_refused(client: TestClient, header: Any) -
     payload = completed_payload(order_id)
     r = post_webhook(client, payload, header(payload))
     assert (r.status_code, r.json()["code"]) == (400, "bad_signature")
-    assert client.get(f"/orders/{order_id}").json()["status"] == "pending"
+    assert client.get(f"/orders/{order_id}", headers=OPERATOR).json()["status"] == "pending"
 
 
 @pytest.mark.parametrize(
@@ -195,12 +196,21 @@ def test_odd_client_reference_ids_find_nothing_and_fail_nothing(
 
 
 def admin_operations(client: TestClient) -> list[tuple[str, str]]:
-    """Every (method, path) under /admin in the OpenAPI schema, ids filled in."""
+    """Every (method, path) in the OpenAPI schema whose declared rule is the operator's (all of
+    /admin, and orders by id), ids filled in."""
+    operator = {
+        (method, path)
+        for path, methods, rules in access.route_rules(client.app)  # type: ignore[arg-type]
+        for method in methods
+        if rules == [access.Rule.operator]
+    }
     out = []
     for path, item in client.app.openapi()["paths"].items():  # type: ignore[attr-defined]
-        if path.startswith("/admin"):
-            for method in item:
+        for method in item:
+            if (method.upper(), path) in operator:
                 out.append((method.upper(), path.replace("{order_id}", "1")))
+    assert ("GET", "/orders/1") in out
+    assert ("POST", "/orders/1/cancel") in out
     return out
 
 
@@ -219,7 +229,7 @@ def admin_operations(client: TestClient) -> list[tuple[str, str]]:
 )
 def test_every_admin_operation_needs_the_token(client: TestClient, headers: dict[str, str]) -> None:
     operations = admin_operations(client)
-    assert len(operations) >= 3
+    assert len(operations) >= 5
     for method, path in operations:
         r = client.request(method, path, headers=headers)
         if "Cookie" in headers and r.status_code != 401:
@@ -255,7 +265,7 @@ def test_the_admin_page_forms_do_nothing_without_the_token(
 ) -> None:
     order_id = pending_order(client)
     assert order_id == 1
-    before = client.get(f"/orders/{order_id}").json()
+    before = client.get(f"/orders/{order_id}", headers=OPERATOR).json()
     routes = page_routes()
     assert ("POST", "/admin/page/orders/1/reissue") in routes
     for method, path in routes:
@@ -276,7 +286,7 @@ def test_the_admin_page_forms_do_nothing_without_the_token(
     page = client.get("/admin")
     assert "s@example.org" not in page.text  # the login form only
     assert "s***@" not in page.text
-    assert client.get(f"/orders/{order_id}").json() == before
+    assert client.get(f"/orders/{order_id}", headers=OPERATOR).json() == before
 
 
 # -- no personal data, no secret, in logs or metrics ----------------------------------------------
@@ -352,7 +362,8 @@ def exercise(url: str, control: SandboxControl) -> str:
         assert http.get("/admin/stranded-orders", headers=admin).status_code == 200
         r = http.post(f"/admin/orders/{orders[1]['id']}/reissue?email=true", headers=admin)
         assert r.status_code == 200, r.text
-        assert http.post(f"/orders/{orders[2]['id']}/cancel").status_code == 200
+        cancel = f"/orders/by-token/{orders[2]['access_token']}/cancel"
+        assert http.post(cancel).status_code == 200
         control.advance_clock(24 * 3600 + 60)
         assert control.wait_for_webhooks(timeout=30)
         assert http.post("/admin/refresh", headers=admin).json()["succeeded"]
@@ -365,7 +376,8 @@ def exercise(url: str, control: SandboxControl) -> str:
         assert http.post("/orders", json={**body, "product_id": 2}).status_code == 503
         control.configure(api_key="sk_test_another_key_entirely")
         assert not http.post("/admin/refresh", headers=admin).json()["succeeded"]
-        assert http.post(f"/orders/{orders[3]['id']}/cancel").status_code == 502
+        cancel = f"/orders/by-token/{orders[3]['access_token']}/cancel"
+        assert http.post(cancel).status_code == 502
         control.configure(api_key=KEY)
         assert http.get("/admin/stranded-orders", headers={"Authorization": "Bearer x"}).is_error
         http.post("/admin/login", data={"token": "not-the-token"})

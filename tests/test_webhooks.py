@@ -14,6 +14,7 @@ from basketball_api.app import create_app
 from basketball_api.settings import Settings
 
 SECRET = "whsec_test_secret"
+TOKEN = "webhooks-admin-token-0123456789"
 
 
 def make_client(database_url: str, secret: str | None = SECRET) -> TestClient:
@@ -21,8 +22,11 @@ def make_client(database_url: str, secret: str | None = SECRET) -> TestClient:
         database_url=database_url,
         stripe_webhook_secret=secret,
         stripe_api_base="http://127.0.0.1:9",  # no Stripe needed here
+        admin_token=TOKEN,
     )
-    return TestClient(create_app(settings, start_refresher=False))
+    # As an operator: orders are read back by id.
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    return TestClient(create_app(settings, start_refresher=False), headers=headers)
 
 
 @pytest.fixture

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from basketball_api import notify, recovery
+from basketball_api import access, notify, recovery
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe
 from basketball_api.errors import DomainError, Unauthorized
@@ -55,7 +55,16 @@ def require_token(request: Request, services: ServicesDep) -> None:
         raise Unauthorized("a valid 'Authorization: Bearer <ADMIN_TOKEN>' header is required")
 
 
-Admin = Depends(require_token)
+Admin = access.operator(require_token)
+
+
+def require_page_cookie(request: Request, services: ServicesDep) -> None:
+    """The page's forms: the operator cookie, else back to the sign-in page."""
+    if not has_page_session(request, services):
+        raise HTTPException(303, "sign in first", headers={"Location": "/admin"})
+
+
+PageOperator = access.operator(require_page_cookie)
 
 
 class StrandedOut(BaseModel):
@@ -231,7 +240,8 @@ def _notice(services: Services, order_id: int, outcome: str, email: str) -> _Not
         return _Notice(text, True, order.checkout_url, recovery_url, said)
 
 
-@router.get("", response_class=HTMLResponse, include_in_schema=False)
+# Public: without the operator cookie it is the sign-in form and shows no order.
+@router.get("", response_class=HTMLResponse, include_in_schema=False, dependencies=[access.PUBLIC])
 async def page(
     request: Request,
     services: ServicesDep,
@@ -266,7 +276,7 @@ async def page(
     )
 
 
-@router.post("/login", include_in_schema=False)
+@router.post("/login", include_in_schema=False, dependencies=[access.PUBLIC])
 async def login(request: Request, services: ServicesDep, token: Annotated[str, Form()]) -> Response:
     if not _valid(services, token):
         return RedirectResponse("/admin?failed=true", status_code=303)
@@ -282,22 +292,21 @@ async def login(request: Request, services: ServicesDep, token: Annotated[str, F
     return response
 
 
-@router.post("/logout", include_in_schema=False)
+@router.post("/logout", include_in_schema=False, dependencies=[access.PUBLIC])
 async def logout() -> Response:
     response = RedirectResponse("/admin", status_code=303)
     response.delete_cookie(COOKIE, path="/admin")
     return response
 
 
-@router.post("/page/orders/{order_id}/reissue", include_in_schema=False)
+@router.post(
+    "/page/orders/{order_id}/reissue", include_in_schema=False, dependencies=[PageOperator]
+)
 async def page_reissue(
-    request: Request,
     order_id: OrderId,
     services: ServicesDep,
     category: Annotated[str | None, Form()] = None,
 ) -> Response:
-    if not has_page_session(request, services):
-        return RedirectResponse("/admin", status_code=303)
     query: dict[str, str | int] = {"order": order_id}
     if category in CATEGORIES:
         query["category"] = category

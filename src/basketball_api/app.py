@@ -68,11 +68,13 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
         summary="Orders and Stripe Checkout payments for a youth basketball club.",
         version="0.1.0",
         lifespan=lifespan,
+        # Starlette's limit, counted as the body streams in (no declared length needed): 413.
+        max_body_size=settings.request_max_body_bytes,
     )
     install_error_handlers(app)
     webhooks.install_webhook_errors(app, get_services)
     app.include_router(routes.router)
-    app.include_router(webhooks.router)
+    app.include_router(webhooks.router, max_body_size=settings.webhook_max_body_bytes)
     app.include_router(admin.router)
     app.include_router(catalogue_admin.router)
     app.include_router(treasurer_admin.router)

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from basketball_api import catalogue
-from basketball_api.admin import Admin, has_page_session, templates
+from basketball_api.admin import Admin, PageOperator, has_page_session, templates
 from basketball_api.catalogue import ProductAdminOut, ProductIn, ProductUpdate
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep
@@ -145,7 +145,9 @@ def _render(
     )
 
 
-@router.get("/catalogue", response_class=HTMLResponse, include_in_schema=False)
+@router.get(
+    "/catalogue", response_class=HTMLResponse, include_in_schema=False, dependencies=[PageOperator]
+)
 async def page(
     request: Request,
     services: ServicesDep,
@@ -186,14 +188,14 @@ async def _page_save(
     return RedirectResponse(f"/admin/catalogue?saved={saved}", status_code=303)
 
 
-@router.post("/page/products", include_in_schema=False)
+@router.post("/page/products", include_in_schema=False, dependencies=[PageOperator])
 async def page_create(
     request: Request, services: ServicesDep, form: Annotated[ProductForm, Form()]
 ) -> Response:
     return await _page_save(request, services, None, form)
 
 
-@router.post("/page/products/{product_id}", include_in_schema=False)
+@router.post("/page/products/{product_id}", include_in_schema=False, dependencies=[PageOperator])
 async def page_update(
     request: Request,
     product_id: ProductId,
@@ -203,7 +205,9 @@ async def page_update(
     return await _page_save(request, services, product_id, form)
 
 
-@router.post("/page/products/{product_id}/deactivate", include_in_schema=False)
+@router.post(
+    "/page/products/{product_id}/deactivate", include_in_schema=False, dependencies=[PageOperator]
+)
 async def page_deactivate(
     request: Request, product_id: ProductId, services: ServicesDep
 ) -> Response:

@@ -137,7 +137,8 @@ def seed(client: httpx.Client, sdk: stripe.StripeClient, sandbox: SandboxControl
         order(category)  # decoy: pending behind a live link
         order(category, checkout=False)  # decoy: pending, no link yet
         cancelled = order(category)  # decoy: cancelled, its session expired
-        client.post(f"/orders/{cancelled['id']}/cancel").raise_for_status()
+        # The parent cancels it, through the order's own link.
+        client.post(f"/orders/by-token/{cancelled['access_token']}/cancel").raise_for_status()
     live = order("jersey")
     sandbox.wait_for_webhooks(timeout=30)
     return str(live["checkout_url"])

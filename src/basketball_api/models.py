@@ -144,3 +144,19 @@ class CheckoutLink(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     replaced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OrderAccessToken(Base):
+    """A capability to read and pay one order: only the SHA-256 of the token is kept.
+
+    Each link handed to a parent (the order confirmation, an email, the operator page) carries
+    a token of its own, so every one keeps working and none can be rebuilt from the database.
+    """
+
+    __tablename__ = "order_access_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, date, datetime
 from typing import Annotated
 
@@ -46,10 +47,30 @@ class OrderCreate(BaseModel):
 
     @field_validator("player_name")
     @classmethod
-    def _printable(cls, value: str) -> str:
-        if not value.isprintable():
-            raise ValueError("player_name must be printable text")
-        return value
+    def _a_name(cls, value: str) -> str:
+        problem = name_problem(value)
+        if problem is not None:
+            raise ValueError(f"player_name {problem}")
+        return unicodedata.normalize("NFC", value)
+
+
+#: Unicode categories no name contains: controls, surrogates, private use, unassigned, and
+#: line/paragraph separators. Format characters (Cf) stay allowed: zero-width joiners and
+#: non-joiners are part of Persian, Hindi and emoji spelling.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn", "Zl", "Zp"})
+#: Bidirectional embeddings, overrides and isolates: they reorder what an operator reads.
+_BIDI_CONTROLS = frozenset({*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF})
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` is not a name (None when it is): any script, marks, joiners and emoji
+    are names; control characters are not."""
+    for ch in value:
+        if unicodedata.category(ch) in _REFUSED_CATEGORIES or ord(ch) in _BIDI_CONTROLS:
+            return f"contains the control character U+{ord(ch):04X}"
+    if not any(unicodedata.category(ch)[0] in "LNS" for ch in value):
+        return "needs at least one letter, digit or symbol"
+    return None
 
 
 class OrderOut(BaseModel):
@@ -90,6 +111,48 @@ class OrderOut(BaseModel):
             paid_at=order.paid_at,
             cancelled_at=order.cancelled_at,
         )
+
+
+class ParentOrderOut(BaseModel):
+    """What the holder of an order's link sees: no ids to count, no Stripe URL."""
+
+    number: int = Field(description="The order's number, to quote to the club.")
+    product_name: str
+    category: Category
+    status: OrderStatus
+    quantity: int
+    amount: int
+    currency: str
+    player_name: str
+    created_at: datetime
+    paid_at: datetime | None
+    cancelled_at: datetime | None
+
+    @classmethod
+    def of(cls, order: Order) -> ParentOrderOut:
+        return cls(
+            number=order.id,
+            product_name=order.product.name,
+            category=order.product.category,
+            status=order.status,
+            quantity=order.quantity,
+            amount=order.amount,
+            currency=order.currency,
+            player_name=order.player_name,
+            created_at=order.created_at,
+            paid_at=order.paid_at,
+            cancelled_at=order.cancelled_at,
+        )
+
+
+class OrderCreated(OrderOut):
+    """The answer to ``POST /orders``: the only time the order's access token is shown."""
+
+    access_token: str = Field(
+        description="The order's capability: it opens the order's page and pay link. "
+        "Shown once; the club cannot look it up later."
+    )
+    order_url: str = Field(description="The order as JSON, for the holder of the token.")
 
 
 class ErrorOut(BaseModel):

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     expiry_grace_seconds: float = Field(default=60.0, ge=0)
 
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    request_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     admin_token: SecretStr | None = None
     heal_paid_orders: bool = False
 

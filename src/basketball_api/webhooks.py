@@ -14,13 +14,14 @@ from typing import Annotated, Any
 
 import stripe
 import structlog
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from basketball_api import access
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep
 from basketball_api.models import Order, OrderStatus, ProcessedWebhookEvent
@@ -181,7 +182,8 @@ def _find_order(db: Session, session: dict[str, Any]) -> Order | None:
 
 @router.post("/webhooks/stripe", tags=["webhooks"])
 async def stripe_webhook(
-    event: Annotated[dict[str, Any], Depends(verified_event)], services: ServicesDep
+    event: Annotated[dict[str, Any], access.webhook_signature(verified_event)],
+    services: ServicesDep,
 ) -> dict[str, str]:
     """Receives Stripe's signed events (configure this URL in the Stripe dashboard)."""
     try:
