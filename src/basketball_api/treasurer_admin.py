@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from pydantic import BeforeValidator, Field
 
 from basketball_api import catalogue, notify, orders, recovery, treasurer
-from basketball_api.admin import Admin, has_page_session, templates
+from basketball_api.admin import Admin, PageOperator, has_page_session, templates
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe
 from basketball_api.errors import DomainError, NotFound
@@ -230,7 +230,12 @@ def _notice(services: Services, order_id: int, done: str) -> _Notice | None:
         return _Notice(text, ok, url if show_link else None)
 
 
-@router.get("/page/orders", response_class=HTMLResponse, include_in_schema=False)
+@router.get(
+    "/page/orders",
+    response_class=HTMLResponse,
+    include_in_schema=False,
+    dependencies=[PageOperator],
+)
 async def page(
     request: Request,
     services: ServicesDep,
@@ -270,7 +275,7 @@ async def page(
     )
 
 
-@router.get("/page/orders.csv", include_in_schema=False)
+@router.get("/page/orders.csv", include_in_schema=False, dependencies=[PageOperator])
 def page_csv(request: Request, services: ServicesDep, where: Filter) -> Response:
     if not has_page_session(request, services):
         return RedirectResponse("/admin", status_code=303)
@@ -327,21 +332,21 @@ async def _page_action(
 Back = Annotated[str, Form(description="The listing's filters, to return to them.")]
 
 
-@router.post("/page/orders/{order_id}/cancel", include_in_schema=False)
+@router.post("/page/orders/{order_id}/cancel", include_in_schema=False, dependencies=[PageOperator])
 async def page_cancel(
     request: Request, order_id: OrderId, services: ServicesDep, back: Back = ""
 ) -> Response:
     return await _page_action(request, services, order_id, "cancel", back)
 
 
-@router.post("/page/orders/{order_id}/relink", include_in_schema=False)
+@router.post("/page/orders/{order_id}/relink", include_in_schema=False, dependencies=[PageOperator])
 async def page_relink(
     request: Request, order_id: OrderId, services: ServicesDep, back: Back = ""
 ) -> Response:
     return await _page_action(request, services, order_id, "relink", back)
 
 
-@router.post("/page/orders/{order_id}/resend", include_in_schema=False)
+@router.post("/page/orders/{order_id}/resend", include_in_schema=False, dependencies=[PageOperator])
 async def page_resend(
     request: Request, order_id: OrderId, services: ServicesDep, back: Back = ""
 ) -> Response:
