@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -381,4 +382,16 @@ def exercise(url: str, control: SandboxControl) -> str:
         control.configure(api_key=KEY)
         assert http.get("/admin/stranded-orders", headers={"Authorization": "Bearer x"}).is_error
         http.post("/admin/login", data={"token": "not-the-token"})
+
+        # The treasurer searches by name and email: the words searched stay out of the logs.
+        for query in (NAME, EMAIL):
+            assert http.get("/admin/orders", params={"q": query}, headers=admin).json()["rows"]
+            csv = http.get("/admin/orders.csv", params={"q": query}, headers=admin)
+            assert NAME in csv.text
+        r = http.post(f"/admin/orders/{orders[3]['id']}/resend-link", headers=admin)
+        assert r.json()["email"] == "failed"
+        http.post("/admin/login", data={"token": ADMIN})
+        assert NAME in http.get("/admin/page/orders", params={"q": NAME.split()[0]}).text
+        back = urlencode({"q": NAME})
+        http.post(f"/admin/page/orders/{orders[3]['id']}/resend", data={"back": back})
         return http.get("/metrics").text + http.get("/health").text

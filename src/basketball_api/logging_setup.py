@@ -29,6 +29,21 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # Access lines keep the path, never the query string: operators search orders by a
+    # player's name or a parent's email (``/admin/orders?q=…``), which is personal data.
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _WithoutQueryString) for f in access.filters):
+        access.addFilter(_WithoutQueryString())
     # The SDK and the HTTP client log every request at INFO: our refresh line already counts them.
     for noisy in ("stripe", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+class _WithoutQueryString(logging.Filter):
+    """uvicorn's access record is ``(client, method, path with query, http version, status)``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], args[3], args[4])
+        return True
