@@ -9,34 +9,23 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.stack import ADMIN_TOKEN
+from tests.test_treasurer import AUTH, offline
 
-from basketball_api.app import create_app
 from basketball_api.demo import CATALOGUE, create_catalogue
-from basketball_api.settings import Settings
 
-TOKEN = "catalogue-admin-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def make_client(url: str) -> TestClient:
-    settings = Settings(
-        database_url=url,
-        admin_token=TOKEN,
-        stripe_api_base="http://127.0.0.1:9",  # no Stripe: orders are taken without a link
-        stripe_max_network_retries=0,
-    )
-    return TestClient(create_app(settings, start_refresher=False))
+TOKEN = ADMIN_TOKEN
 
 
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient]:
-    with make_client(database_url) as c:
+    with offline(database_url) as c:
         yield c
 
 
 @pytest.fixture
 def empty_client(empty_database_url: str) -> Iterator[TestClient]:
-    with make_client(empty_database_url) as c:
+    with offline(empty_database_url) as c:
         yield c
 
 
