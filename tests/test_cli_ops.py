@@ -198,3 +198,34 @@ def test_a_bad_setting_is_one_clear_line() -> None:
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
     assert "REFRESH_INTERVAL_SECONDS" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["stranded", "--bogus"], "No such option: --bogus"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["stranded", "--category"], "requires an argument"),
+        (["stranded", "--category", "shoes"], "unknown category 'shoes'"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    assert said in lines[0]
+
+
+def test_a_database_without_schema_says_to_migrate(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    result = CliRunner().invoke(cli.app, ["stranded"], env={"DATABASE_URL": url})
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert "basketball-api migrate" in lines[0]

@@ -35,10 +35,13 @@ _Command = TypeVar("_Command", bound=Callable[..., None])
 
 def _fail(message: str, *, code: int = 1) -> NoReturn:
     """One clear line on stderr, then exit: no traceback for an operator to read."""
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[red]error:[/red] {escape(message)}"
-    )
+    _print_error(message)
     raise typer.Exit(code)
+
+
+def _print_error(message: str) -> None:
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(message)}")
 
 
 def _first_line(error: BaseException) -> str:
@@ -67,7 +70,10 @@ def one_line_errors(command: _Command) -> _Command:
             if isinstance(e, DomainError):
                 _fail(e.message)
             if isinstance(e, SQLAlchemyError):
-                _fail(f"database: {_first_line(e)}")
+                line = _first_line(e)
+                if "no such table" in line or ("relation" in line and "does not exist" in line):
+                    line += " (the schema is missing: run 'basketball-api migrate')"
+                _fail(f"database: {line}")
             _fail(f"{type(e).__name__}: {_first_line(e)} (LOG_LEVEL=DEBUG shows the traceback)")
 
     return cast(_Command, run)
@@ -199,8 +205,7 @@ def stranded(
 
 def _check_category(category: str | None) -> None:
     if category is not None and category not in CATEGORIES:
-        console.print(f"[red]unknown category {category!r}[/red]; one of {', '.join(CATEGORIES)}")
-        raise typer.Exit(2)
+        _fail(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}", code=2)
 
 
 async def _stranded(settings: Settings, category: str | None) -> list[StrandedOrder]:
@@ -355,5 +360,24 @@ def demo(
     sys.exit(run_demo(keep_running=keep_running))
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The console script: usage errors too are one line (``error: …``, exit 2), not a panel."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        app(args=args)  # typer shows the help
+        return
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="basketball-api", standalone_mode=False)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as e:
+        # Typer carries its own copy of click: its usage errors are recognised by their shape.
+        exit_code = getattr(e, "exit_code", None)
+        if not (hasattr(e, "format_message") and isinstance(exit_code, int)):
+            raise
+        ctx = getattr(e, "ctx", None)
+        name = ctx.command_path if ctx is not None else "basketball-api"
+        _print_error(f"{e.format_message()} (see '{name} --help')")
+        sys.exit(exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
