@@ -102,7 +102,7 @@ def test_retrieve_and_unknown_id(client: stripe.StripeClient) -> None:
     [
         ({"line_items": None}, "line_items"),
         ({"success_url": None}, "success_url"),
-        ({"mode": None}, "mode"),
+        ({"mode": "subscription_please"}, "mode"),
         ({"line_items": [{"price_data": {"currency": "eur", "unit_amount": 100}, "quantity": 1}]},
          "line_items[0][price_data][product_data][name]"),
         ({"surprise": "x"}, "surprise"),
@@ -257,13 +257,14 @@ def test_expire_only_open_sessions(client: stripe.StripeClient, control: Sandbox
 def test_sessions_expire_when_the_clock_passes_expires_at(
     client: stripe.StripeClient, control: SandboxControl
 ) -> None:
+    # Margins of seconds: the sandbox clock runs on while the test does.
     now = int(control.now())
-    short = client.v1.checkout.sessions.create(params=params(expires_at=now + 1800))
+    short = client.v1.checkout.sessions.create(params=params(expires_at=now + 1860))
     long = client.v1.checkout.sessions.create(params=params())
 
-    control.advance_clock(1799)
+    control.advance_clock(1850)
     assert client.v1.checkout.sessions.retrieve(short.id).status == "open"
-    assert control.advance_clock(2) == 1
+    assert control.advance_clock(20) == 1
     assert client.v1.checkout.sessions.retrieve(short.id).status == "expired"
     assert client.v1.checkout.sessions.retrieve(long.id).status == "open"
     assert control.sessions()[short.id] == {"status": "expired", "payment_status": "unpaid"}

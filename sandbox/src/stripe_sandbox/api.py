@@ -2,14 +2,16 @@
 
 Every request goes through the same steps before its handler runs: counted,
 delayed by the added latency, given an injected fault if one fires, checked
-against the rate limit and the API key, and expiry swept. POSTs are idempotent
-by ``Idempotency-Key`` as on Stripe.
+against the rate limit, the API key and ``Stripe-Version``, expiry swept, and its
+parameters checked against the grammar of the pinned API version. POSTs are
+idempotent by ``Idempotency-Key`` as on Stripe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import expansion, grammar, session_update
 from .errors import (
     StripeError,
     api_error,
@@ -37,25 +40,13 @@ from .forms import (
     parse_form,
     parse_limit,
     parse_query,
-    reject_unknown,
 )
 from .ids import new_id
-from .session_params import wants_line_items
-from .sessions import STATUSES, SessionRecord
+from .paging import check_cursors
+from .sessions import SessionRecord
 from .state import RequestInfo, Sandbox
 
-SESSION_LIST_PARAMS = frozenset(
-    {
-        "created", "customer", "customer_account", "customer_details", "ending_before",
-        "expand", "limit", "payment_intent", "payment_link", "starting_after", "status",
-        "subscription",
-    }
-)  # fmt: skip
-EVENT_LIST_PARAMS = frozenset(
-    {"created", "delivery_success", "ending_before", "expand", "limit", "starting_after",
-     "type", "types"}
-)  # fmt: skip
-RETRIEVE_PARAMS = frozenset({"expand"})
+_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,31 +80,70 @@ def _list_json(items: list[str], has_more: bool, url: str) -> str:
 # -- handlers ------------------------------------------------------------------------------
 
 
+def _render(record: SessionRecord, wanted: frozenset[str]) -> str:
+    if not wanted:
+        return record.to_json()
+    items = None
+    if any(path.split(".")[0] == "line_items" for path in wanted):
+        paths = expansion.line_item_paths(wanted, "line_items.data.")
+        items = [
+            expansion.line_item(item.to_dict(), item.product(), paths) for item in record.line_items
+        ]
+    return json.dumps(expansion.session(record.to_dict(), wanted, items))
+
+
+def _expand(call: Call) -> frozenset[str]:
+    return expansion.requested(call.params, expansion.SESSION_PATHS)
+
+
 def create_session(call: Call) -> str:
+    wanted = _expand(call)
     record = call.sandbox.create_session(call.params, call.base_url)
-    return record.to_json(wants_line_items(call.params))
+    return _render(record, wanted)
 
 
 def retrieve_session(call: Call) -> str:
-    reject_unknown(call.params, RETRIEVE_PARAMS)
+    wanted = _expand(call)
+    return _render(call.sandbox.sessions.require(call.path_params["id"]), wanted)
+
+
+def update_session(call: Call) -> str:
+    wanted = _expand(call)
     record = call.sandbox.sessions.require(call.path_params["id"])
-    return record.to_json(wants_line_items(call.params))
+    session_update.update(record, call.params, call.sandbox.clock.now_int())
+    return _render(record, wanted)
 
 
 def expire_session(call: Call) -> str:
-    reject_unknown(call.params, RETRIEVE_PARAMS)
+    wanted = _expand(call)
     record = call.sandbox.expire_session(call.path_params["id"], call.info)
-    return record.to_json(wants_line_items(call.params))
+    return _render(record, wanted)
 
 
 def session_line_items(call: Call) -> str:
-    reject_unknown(call.params, frozenset({"expand", "limit", "starting_after", "ending_before"}))
+    """Cursor paging over the session's items, in their order."""
+    params = call.params
+    wanted = expansion.requested(params, expansion.LINE_ITEM_PATHS, in_list=True)
     record = call.sandbox.sessions.require(call.path_params["id"])
-    limit = parse_limit(call.params)
-    items = [json.dumps(item.to_dict()) for item in record.line_items]
-    return _list_json(
-        items[:limit], len(items) > limit, f"/v1/checkout/sessions/{record.id}/line_items"
-    )
+    limit = parse_limit(params)
+    after = get_str(params, "starting_after") or None
+    before = get_str(params, "ending_before") or None
+    check_cursors(after, before)
+    ids = [item.id for item in record.line_items]
+    for cursor, name in ((after, "starting_after"), (before, "ending_before")):
+        if cursor is not None and cursor not in ids:
+            raise invalid_request(f"No such line item: '{cursor}'", name, "resource_missing")
+    items = list(record.line_items)
+    if before is not None:
+        end = ids.index(before)
+        page, has_more = items[max(0, end - limit) : end], end > limit
+    else:
+        start = 0 if after is None else ids.index(after) + 1
+        page, has_more = items[start : start + limit], start + limit < len(items)
+    rendered = [
+        json.dumps(expansion.line_item(item.to_dict(), item.product(), wanted)) for item in page
+    ]
+    return _list_json(rendered, has_more, f"/v1/checkout/sessions/{record.id}/line_items")
 
 
 def _session_filter(params: Params) -> Callable[[SessionRecord], bool] | None:
@@ -138,10 +168,8 @@ def _session_filter(params: Params) -> Callable[[SessionRecord], bool] | None:
 
 def list_sessions(call: Call) -> str:
     params = call.params
-    reject_unknown(params, SESSION_LIST_PARAMS)
+    wanted = expansion.requested(params, expansion.SESSION_PATHS, in_list=True)
     status = get_str(params, "status") or None
-    if status is not None and status not in STATUSES:
-        raise invalid_request("Invalid status: must be one of open, complete, or expired", "status")
     records, has_more = call.sandbox.sessions.list(
         status=status,
         created=parse_created(params),
@@ -150,17 +178,17 @@ def list_sessions(call: Call) -> str:
         ending_before=get_str(params, "ending_before") or None,
         predicate=_session_filter(params),
     )
-    return _list_json([r.to_json() for r in records], has_more, "/v1/checkout/sessions")
+    return _list_json([_render(r, wanted) for r in records], has_more, "/v1/checkout/sessions")
 
 
 def retrieve_event(call: Call) -> str:
-    reject_unknown(call.params, RETRIEVE_PARAMS)
+    expansion.requested(call.params, frozenset())
     return call.sandbox.events.require(call.path_params["id"]).to_json()
 
 
 def list_events(call: Call) -> str:
     params = call.params
-    reject_unknown(params, EVENT_LIST_PARAMS)
+    expansion.requested(params, frozenset(), in_list=True)
     raw_types = params.get("types")
     types: list[str] | None = None
     if raw_types is not None and raw_types != "":
@@ -244,12 +272,9 @@ def stripe_route(method: str, template: str, handler: Handler) -> Route:
             if not traffic.allow(endpoint_name):
                 raise rate_limited("endpoint-rate")
             sandbox.check_api_key(request.headers.get("authorization"))
+            version = _check_version(request.headers.get("stripe-version"), sandbox)
             sandbox.sweep()
-            headers = {
-                "Request-Id": request_id,
-                "Stripe-Version": request.headers.get("stripe-version")
-                or sandbox.config.api_version,
-            }
+            headers = {"Request-Id": request_id, "Stripe-Version": version}
             key = request.headers.get("idempotency-key") if method == "POST" else None
             params = parse_form(body) if method == "POST" else parse_query(request.url.query)
             fingerprint = ""
@@ -260,6 +285,7 @@ def stripe_route(method: str, template: str, handler: Handler) -> Route:
                 if saved is not None:
                     headers["Idempotent-Replayed"] = "true"
                     return _json_response(saved.body, saved.status, headers)
+            grammar.check(endpoint_name, params)
             call = Call(
                 sandbox=sandbox,
                 params=params,
@@ -278,6 +304,19 @@ def stripe_route(method: str, template: str, handler: Handler) -> Route:
     return Route(template, endpoint, methods=[method])
 
 
+def _check_version(asked: str | None, sandbox: Sandbox) -> str:
+    """The API version of a request: Stripe's error for one that does not exist; the
+    sandbox answers only in the version it is held to."""
+    pinned = sandbox.config.api_version
+    if asked is None or asked == pinned:
+        return pinned
+    if not _VERSION.match(asked):
+        raise invalid_request(f"Invalid Stripe API version: {asked}")
+    raise invalid_request(
+        f"The sandbox answers only in Stripe API version {pinned}; this request asked for {asked}."
+    )
+
+
 async def _unrecognized(request: Request) -> Response:
     return unrecognized_url(request.method, request.url.path).to_response(new_id("req", 14))
 
@@ -288,6 +327,7 @@ def routes() -> list[Route]:
         stripe_route("POST", "/v1/checkout/sessions", create_session),
         stripe_route("GET", "/v1/checkout/sessions", list_sessions),
         stripe_route("GET", "/v1/checkout/sessions/{id}", retrieve_session),
+        stripe_route("POST", "/v1/checkout/sessions/{id}", update_session),
         stripe_route("POST", "/v1/checkout/sessions/{id}/expire", expire_session),
         stripe_route("GET", "/v1/checkout/sessions/{id}/line_items", session_line_items),
         stripe_route("GET", "/v1/events", list_events),

@@ -74,11 +74,6 @@ def invalid_integer(param: str, value: str) -> StripeError:
     return invalid_request(f"Invalid integer: {value}", param, "parameter_invalid_integer")
 
 
-def unknown_parameter(param: str) -> StripeError:
-    """A parameter Stripe does not know."""
-    return invalid_request(f"Received unknown parameter: {param}", param, "parameter_unknown")
-
-
 def resource_missing(
     object_name: str, object_id: str, param: str = "id", status: int = 404
 ) -> StripeError:

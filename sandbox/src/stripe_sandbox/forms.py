@@ -171,10 +171,3 @@ def parse_created(params: Params, name: str = "created") -> CreatedRange:
             raise invalid_request(f"Received unknown parameter: {name}[{op}]", f"{name}[{op}]")
         bounds[op] = parse_int(value, f"{name}[{op}]")
     return CreatedRange(**bounds)
-
-
-def reject_unknown(params: Params, allowed: frozenset[str]) -> None:
-    """400 for the first top-level parameter not in ``allowed``."""
-    for name in params:
-        if name not in allowed:
-            raise invalid_request(f"Received unknown parameter: {name}", name, "parameter_unknown")

@@ -1,57 +1,91 @@
-"""``POST /v1/checkout/sessions``: reading and checking the parameters the way
-Stripe does, and turning them into a :class:`SessionRecord`."""
+"""``POST /v1/checkout/sessions``: the parameters the sandbox acts on, checked the
+way Stripe checks them, turned into a :class:`SessionRecord`; the optional ones
+are in :mod:`.session_options`. Types, enums and unknown names were checked
+against the grammar of the pinned version first (:mod:`.grammar`)."""
 
 from __future__ import annotations
 
+import decimal
 import re
 
+from . import session_options
+from .currencies import MAXIMUM_AMOUNT, check_currency, check_minimum
 from .errors import invalid_request, parameter_missing, resource_missing
-from .forms import (
-    Params,
-    as_list,
-    get_dict,
-    get_str,
-    parse_bool,
-    parse_int,
-    reject_unknown,
-)
-from .ids import new_id, new_session_id
+from .forms import Params, as_list, get_dict, get_str, parse_bool, parse_int
+from .grammar import present
+from .ids import new_id, new_session_id, random_base62
 from .sessions import LineItem, SessionRecord
-
-#: Every parameter Stripe's API accepts on this endpoint. The sandbox acts on the
-#: ones documented in docs/stripe-sandbox.md and accepts (and ignores) the rest.
-CREATE_PARAMS = frozenset(
-    {
-        "adaptive_pricing", "after_expiration", "allow_promotion_codes",
-        "allowed_payment_method_types", "automatic_tax", "billing_address_collection",
-        "branding_settings", "cancel_url", "client_reference_id", "consent_collection",
-        "currency", "custom_fields", "custom_text", "customer", "customer_account",
-        "customer_creation", "customer_email", "customer_update", "discounts",
-        "excluded_payment_method_types", "expand", "expires_at", "integration_identifier",
-        "invoice_creation", "line_items", "locale", "managed_payments", "metadata", "mode",
-        "name_collection", "optional_items", "origin_context", "payment_intent_data",
-        "payment_method_collection", "payment_method_configuration", "payment_method_data",
-        "payment_method_options", "payment_method_types", "permissions",
-        "phone_number_collection", "redirect_on_completion", "return_url",
-        "saved_payment_method_options", "setup_intent_data", "shipping_address_collection",
-        "shipping_options", "submit_type", "subscription_data", "success_url",
-        "tax_id_collection", "ui_mode", "wallet_options",
-    }
-)  # fmt: skip
 
 MIN_EXPIRY_SECONDS = 30 * 60
 MAX_EXPIRY_SECONDS = 24 * 60 * 60
-_CURRENCY = re.compile(r"^[a-z]{3}$")
 _URL = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def _line_item(raw: object, index: int) -> LineItem:
+def _unit_amount(price_data: Params, param: str) -> int:
+    raw = price_data.get("unit_amount")
+    raw_decimal = price_data.get("unit_amount_decimal")
+    if present(raw) and present(raw_decimal):
+        raise invalid_request(
+            "You may only specify one of these parameters: unit_amount, unit_amount_decimal.",
+            f"{param}[unit_amount_decimal]",
+        )
+    if present(raw_decimal):
+        assert isinstance(raw_decimal, str)
+        amount = decimal.Decimal(raw_decimal)
+        if amount != amount.to_integral_value():
+            raise invalid_request(
+                "The sandbox takes whole amounts only: unit_amount_decimal must be an integer.",
+                f"{param}[unit_amount_decimal]",
+            )
+        unit_amount = int(amount)
+    elif present(raw):
+        assert raw is not None
+        unit_amount = parse_int(raw, f"{param}[unit_amount]")
+    else:
+        raise parameter_missing(f"{param}[unit_amount]")
+    if unit_amount < 0:
+        raise invalid_request(
+            "This value must be greater than or equal to 0.",
+            f"{param}[unit_amount]",
+            "parameter_invalid_integer",
+        )
+    if unit_amount > MAXIMUM_AMOUNT:
+        raise invalid_request(
+            f"This value must be less than or equal to {MAXIMUM_AMOUNT}.",
+            f"{param}[unit_amount]",
+            "parameter_invalid_integer",
+        )
+    return unit_amount
+
+
+def _adjustable(raw: Params, param: str, quantity: int) -> dict[str, object] | None:
+    adjustable = get_dict(raw, "adjustable_quantity")
+    if adjustable is None:
+        return None
+    maximum = parse_int(adjustable.get("maximum") or "99", f"{param}[adjustable_quantity]")
+    minimum = parse_int(adjustable.get("minimum") or "0", f"{param}[adjustable_quantity]")
+    if not 0 <= minimum <= quantity <= maximum <= 999_999:
+        raise invalid_request(
+            "The quantity must lie between adjustable_quantity[minimum] and "
+            "adjustable_quantity[maximum] (at most 999999).",
+            f"{param}[adjustable_quantity]",
+        )
+    enabled = parse_bool(adjustable["enabled"], f"{param}[adjustable_quantity][enabled]")
+    return {"enabled": enabled, "maximum": maximum, "minimum": minimum}
+
+
+def line_item(raw: object, index: int, now: int) -> LineItem:
+    """One ``line_items[i]`` of a create or update call."""
     param = f"line_items[{index}]"
     if not isinstance(raw, dict):
         raise invalid_request(f"Invalid object: {param}", param)
     price = raw.get("price")
     if isinstance(price, str) and price:
         raise resource_missing("price", price, f"{param}[price]", status=400)
+    for tax_rate in as_list(raw.get("tax_rates") or {}, f"{param}[tax_rates]"):
+        if isinstance(tax_rate, str) and tax_rate:
+            raise resource_missing("tax_rate", tax_rate, f"{param}[tax_rates]", status=400)
     price_data = get_dict(raw, "price_data", f"{param}[price_data]")
     if price_data is None:
         raise invalid_request(
@@ -59,24 +93,15 @@ def _line_item(raw: object, index: int) -> LineItem:
             f"{param}[price_data]",
             "parameter_missing",
         )
-    currency = get_str(price_data, "currency", f"{param}[price_data][currency]")
-    if currency is None:
-        raise parameter_missing(f"{param}[price_data][currency]")
-    currency = currency.lower()
-    if not _CURRENCY.match(currency):
+    if present(price_data.get("recurring")):
         raise invalid_request(
-            f"Invalid currency: {currency}.", f"{param}[price_data][currency]", "parameter_invalid"
+            "You specified `payment` mode but passed a recurring price. Either switch to "
+            "`subscription` mode or use only one-time prices.",
+            f"{param}[price_data][recurring]",
         )
-    raw_amount = price_data.get("unit_amount")
-    if raw_amount is None:
-        raise parameter_missing(f"{param}[price_data][unit_amount]")
-    unit_amount = parse_int(raw_amount, f"{param}[price_data][unit_amount]")
-    if unit_amount < 0:
-        raise invalid_request(
-            "This value must be greater than or equal to 0.",
-            f"{param}[price_data][unit_amount]",
-            "parameter_invalid_integer",
-        )
+    currency = get_str(price_data, "currency") or ""
+    currency = check_currency(currency, f"{param}[price_data][currency]")
+    unit_amount = _unit_amount(price_data, f"{param}[price_data]")
     product = price_data.get("product")
     if isinstance(product, str) and product:
         raise resource_missing("product", product, f"{param}[price_data][product]", status=400)
@@ -85,15 +110,17 @@ def _line_item(raw: object, index: int) -> LineItem:
     if not name:
         raise parameter_missing(f"{param}[price_data][product_data][name]")
     raw_quantity = raw.get("quantity")
-    if raw_quantity is None:
+    if not present(raw_quantity):
         raise parameter_missing(f"{param}[quantity]")
+    assert raw_quantity is not None
     quantity = parse_int(raw_quantity, f"{param}[quantity]")
-    if quantity < 1:
+    if not 1 <= quantity <= 999_999:
         raise invalid_request(
-            "This value must be greater than or equal to 1.",
+            "This value must be between 1 and 999999.",
             f"{param}[quantity]",
             "parameter_invalid_integer",
         )
+    assert product_data is not None
     return LineItem(
         id=new_id("li"),
         price_id=new_id("price"),
@@ -102,10 +129,15 @@ def _line_item(raw: object, index: int) -> LineItem:
         currency=currency,
         unit_amount=unit_amount,
         quantity=quantity,
+        created=now,
+        metadata=metadata(raw, f"{param}[metadata]"),
+        tax_behavior=get_str(price_data, "tax_behavior") or "unspecified",
+        adjustable_quantity=_adjustable(raw, param, quantity),
+        product_description=get_str(product_data, "description") or None,
     )
 
 
-def _line_items(params: Params) -> tuple[LineItem, ...]:
+def _line_items(params: Params, now: int) -> tuple[LineItem, ...]:
     raw = params.get("line_items")
     if raw is None or raw == "":
         raise invalid_request(
@@ -113,37 +145,40 @@ def _line_items(params: Params) -> tuple[LineItem, ...]:
             "line_items",
             "parameter_missing",
         )
-    items = tuple(_line_item(value, i) for i, value in enumerate(as_list(raw, "line_items")))
+    items = tuple(line_item(value, i, now) for i, value in enumerate(as_list(raw, "line_items")))
     if not items:
         raise parameter_missing("line_items")
     if len(items) > 100:
         raise invalid_request("You may only specify up to 100 line items.", "line_items")
-    if len({item.currency for item in items}) > 1:
-        raise invalid_request(
-            "All line items must use the same currency.", "line_items", "parameter_invalid"
-        )
+    check_same_currency(items)
     return items
 
 
-def _metadata(params: Params) -> dict[str, str]:
-    raw = get_dict(params, "metadata")
+def check_same_currency(items: tuple[LineItem, ...]) -> None:
+    """Stripe's rule: one currency per session."""
+    if len({item.currency for item in items}) > 1:
+        raise invalid_request("All line items must use the same currency.", "line_items")
+
+
+def metadata(params: Params, param: str = "metadata") -> dict[str, str]:
+    """``metadata[...]`` checked as Stripe does (50 keys, 40 and 500 characters); an
+    empty value leaves the key out."""
+    raw = get_dict(params, "metadata", param)
     if raw is None:
         return {}
     if len(raw) > 50:
-        raise invalid_request("Metadata can have at most 50 keys.", "metadata")
+        raise invalid_request("Metadata can have at most 50 keys.", param)
     metadata: dict[str, str] = {}
     for key, value in raw.items():
         if not isinstance(value, str):
-            raise invalid_request(
-                "Metadata values must be strings.", f"metadata[{key}]", "parameter_invalid"
-            )
+            raise invalid_request("Metadata values must be strings.", f"{param}[{key}]")
         if len(key) > 40:
             raise invalid_request(
-                "Metadata keys can be at most 40 characters long.", f"metadata[{key}]"
+                "Metadata keys can be at most 40 characters long.", f"{param}[{key}]"
             )
         if len(value) > 500:
             raise invalid_request(
-                "Metadata values can be at most 500 characters long.", f"metadata[{key}]"
+                "Metadata values can be at most 500 characters long.", f"{param}[{key}]"
             )
         if value != "":
             metadata[key] = value
@@ -198,52 +233,43 @@ def _recovery(params: Params) -> tuple[bool, bool]:
     return enabled, promo
 
 
-def wants_line_items(params: Params) -> bool:
-    """Whether ``expand[]`` asks for ``line_items``."""
-    raw = params.get("expand")
-    if raw is None or raw == "":
-        return False
-    return "line_items" in as_list(raw, "expand")
-
-
 def build_session(params: Params, now: int, seq: int, page_base: str) -> SessionRecord:
     """Check ``params`` like Stripe and build the new, open session created at ``now``."""
-    reject_unknown(params, CREATE_PARAMS)
-    mode = get_str(params, "mode")
-    if mode is None or mode == "":
-        raise parameter_missing("mode")
+    mode = get_str(params, "mode") or "payment"  # optional in the pinned version
     if mode in ("setup", "subscription"):
         raise invalid_request("The sandbox only supports `mode=payment` Checkout Sessions.", "mode")
-    if mode != "payment":
-        raise invalid_request(
-            f"Invalid mode: must be one of payment, setup, or subscription (got {mode}).",
-            "mode",
-            "parameter_invalid",
-        )
-    line_items = _line_items(params)
-    success_url = _url(params, "success_url")
-    if success_url is None:
-        raise parameter_missing("success_url")
+    ui_mode = get_str(params, "ui_mode") or "hosted_page"
+    session_options.check_rules(params, mode, ui_mode)
+    session_options.check_references(params)
+    line_items = _line_items(params, now)
+    currency = line_items[0].currency
+    given_currency = params.get("currency")
+    if present(given_currency) and check_currency(str(given_currency), "currency") != currency:
+        raise invalid_request("`currency` must be the currency of the line items.", "currency")
+    check_minimum(sum(item.amount for item in line_items), currency)
     client_reference_id = get_str(params, "client_reference_id") or None
     if client_reference_id is not None and len(client_reference_id) > 200:
         raise invalid_request(
             "client_reference_id can be at most 200 characters long.", "client_reference_id"
         )
     customer_email = get_str(params, "customer_email") or None
-    if customer_email is not None and "@" not in customer_email:
+    if customer_email is not None and not _EMAIL.match(customer_email):
         raise invalid_request(
             f"Invalid email address: {customer_email}", "customer_email", "email_invalid"
         )
+    success_url = _url(params, "success_url")
+    if success_url is None and ui_mode == "hosted_page":
+        raise parameter_missing("success_url")
     recovery_enabled, recovery_promo = _recovery(params)
-    wants_line_items(params)  # checks the shape of expand[]
+    session_id = new_session_id()
     return SessionRecord(
-        id=new_session_id(),
+        id=session_id,
         seq=seq,
         created=now,
         expires_at=_expires_at(params, now),
-        currency=line_items[0].currency,
+        currency=currency,
         line_items=line_items,
-        metadata=_metadata(params),
+        metadata=metadata(params),
         page_base=page_base,
         client_reference_id=client_reference_id,
         customer_email=customer_email,
@@ -252,4 +278,5 @@ def build_session(params: Params, now: int, seq: int, page_base: str) -> Session
         mode=mode,
         recovery_enabled=recovery_enabled,
         recovery_allow_promotion_codes=recovery_promo,
+        options=session_options.session_fields(params, session_id, random_base62(24)),
     )

@@ -4,16 +4,18 @@ shown, field for field, as Stripe's API shows a ``checkout.session``."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 STATUSES = ("open", "complete", "expired")
 
-#: Fields that never change in the sandbox, with the values Stripe shows for a
-#: hosted, payment-mode session without the optional features.
-_CONSTANT_FIELDS: dict[str, Any] = {
-    "adaptive_pricing": None,
+#: Fields with the values Stripe shows (API version 2026-10-28.endive) for a hosted,
+#: payment-mode session created without the optional features. Parameters given at
+#: creation replace them per session (``SessionRecord.options``).
+DEFAULT_FIELDS: dict[str, Any] = {
+    "adaptive_pricing": {"enabled": False},
     "allow_promotion_codes": None,
+    "allowed_payment_method_types": None,
     "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
     "billing_address_collection": None,
     "client_secret": None,
@@ -29,18 +31,33 @@ _CONSTANT_FIELDS: dict[str, Any] = {
         "terms_of_service_acceptance": None,
     },
     "customer": None,
+    "customer_account": None,
     "customer_creation": "if_required",
     "discounts": [],
+    "integration_identifier": None,
     "invoice": None,
-    "invoice_creation": None,
+    "invoice_creation": {
+        "enabled": False,
+        "invoice_data": {
+            "account_tax_ids": None,
+            "custom_fields": None,
+            "description": None,
+            "footer": None,
+            "issuer": None,
+            "metadata": {},
+            "rendering_options": None,
+        },
+    },
     "livemode": False,
     "locale": None,
+    "managed_payments": None,
     "origin_context": None,
     "payment_link": None,
     "payment_method_collection": "if_required",
     "payment_method_configuration_details": None,
     "payment_method_options": {},
     "payment_method_types": ["card"],
+    "permissions": None,
     "phone_number_collection": {"enabled": False},
     "saved_payment_method_options": None,
     "setup_intent": None,
@@ -51,10 +68,10 @@ _CONSTANT_FIELDS: dict[str, Any] = {
     "subscription": None,
     "tax_id_collection": {"enabled": False, "required": "never"},
     "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
-    "ui_mode": "hosted",
+    "ui_mode": "hosted_page",
     "wallet_options": None,
 }
-_CONSTANT_JSON = json.dumps(_CONSTANT_FIELDS)[1:-1]
+_DEFAULT_JSON = json.dumps(DEFAULT_FIELDS)[1:-1]
 
 
 @dataclass(slots=True, frozen=True)
@@ -68,36 +85,80 @@ class LineItem:
     currency: str
     unit_amount: int
     quantity: int
+    created: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+    tax_behavior: str = "unspecified"
+    adjustable_quantity: dict[str, Any] | None = None
+    product_description: str | None = None
 
     @property
     def amount(self) -> int:
         """Unit amount times quantity, in the currency's smallest unit."""
         return self.unit_amount * self.quantity
 
+    def price(self) -> dict[str, Any]:
+        """The one-off ``price`` object made from ``price_data``."""
+        return {
+            "id": self.price_id,
+            "object": "price",
+            "active": False,
+            "billing_scheme": "per_unit",
+            "created": self.created,
+            "currency": self.currency,
+            "custom_unit_amount": None,
+            "livemode": False,
+            "lookup_key": None,
+            "metadata": {},
+            "nickname": None,
+            "product": self.product_id,
+            "recurring": None,
+            "tax_behavior": self.tax_behavior,
+            "tiers_mode": None,
+            "transform_quantity": None,
+            "type": "one_time",
+            "unit_amount": self.unit_amount,
+            "unit_amount_decimal": str(self.unit_amount),
+        }
+
+    def product(self) -> dict[str, Any]:
+        """The ``product`` object made from ``product_data`` (for ``expand[]``)."""
+        return {
+            "id": self.product_id,
+            "object": "product",
+            "active": False,
+            "created": self.created,
+            "default_price": None,
+            "description": self.product_description,
+            "images": [],
+            "livemode": False,
+            "marketing_features": [],
+            "metadata": {},
+            "name": self.name,
+            "package_dimensions": None,
+            "shippable": None,
+            "statement_descriptor": None,
+            "tax_code": None,
+            "tax_details": None,
+            "type": "service",
+            "unit_label": None,
+            "updated": self.created,
+            "url": None,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """The ``item`` object of ``GET /v1/checkout/sessions/{id}/line_items``."""
         return {
             "id": self.id,
             "object": "item",
+            "adjustable_quantity": self.adjustable_quantity,
             "amount_discount": 0,
             "amount_subtotal": self.amount,
             "amount_tax": 0,
             "amount_total": self.amount,
             "currency": self.currency,
             "description": self.name,
-            "price": {
-                "id": self.price_id,
-                "object": "price",
-                "active": False,
-                "billing_scheme": "per_unit",
-                "currency": self.currency,
-                "livemode": False,
-                "metadata": {},
-                "product": self.product_id,
-                "type": "one_time",
-                "unit_amount": self.unit_amount,
-                "unit_amount_decimal": str(self.unit_amount),
-            },
+            "metadata": self.metadata,
+            "price": self.price(),
             "quantity": self.quantity,
         }
 
@@ -132,6 +193,7 @@ class SessionRecord:
     recovery_url: str | None = None
     recovery_expires_at: int | None = None
     recovered_from: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # fields set by parameters
 
     @property
     def key(self) -> tuple[int, int, str]:
@@ -147,6 +209,11 @@ class SessionRecord:
     def amount_total(self) -> int:
         """Subtotal (the sandbox has no tax, shipping or discounts)."""
         return self.amount_subtotal
+
+    @property
+    def hosted(self) -> bool:
+        """Whether the customer pays on Stripe's hosted page (``ui_mode=hosted_page``)."""
+        return bool(self.options.get("ui_mode", "hosted_page") == "hosted_page")
 
     @property
     def hosted_url(self) -> str:
@@ -191,24 +258,28 @@ class SessionRecord:
             "recovered_from": self.recovered_from,
             "status": self.status,
             "success_url": self.success_url,
-            "url": self.hosted_url if self.status == "open" else None,
+            "url": self.hosted_url if self.status == "open" and self.hosted else None,
         }
         return fields
 
     def to_dict(self, expand_line_items: bool = False) -> dict[str, Any]:
         """The ``checkout.session`` object as Stripe's API returns it."""
         data = self.variable_fields()
-        data.update(json.loads("{" + _CONSTANT_JSON + "}"))
+        data.update(json.loads("{" + _DEFAULT_JSON + "}"))
+        data.update(self.options)
         if expand_line_items:
             data["line_items"] = self.line_items_list()
         return data
 
     def to_json(self, expand_line_items: bool = False) -> str:
-        """:meth:`to_dict` as JSON text, built without re-encoding the constant part."""
+        """:meth:`to_dict` as JSON text, built without re-encoding the default part
+        when no parameter changed it."""
+        if self.options:
+            return json.dumps(self.to_dict(expand_line_items))
         head = json.dumps(self.variable_fields())
         if expand_line_items:
             head = head[:-1] + ', "line_items": ' + json.dumps(self.line_items_list()) + "}"
-        return head[:-1] + ", " + _CONSTANT_JSON + "}"
+        return head[:-1] + ", " + _DEFAULT_JSON + "}"
 
     def line_items_list(self) -> dict[str, Any]:
         """The session's line items as a Stripe list object."""
