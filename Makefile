@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps lint audit test demo bench bench-sandbox reliability clean
+.PHONY: install system-deps lint audit test contract demo bench bench-sandbox reliability clean
 
 # The service and, as a separate distribution, the Stripe sandbox (sandbox/) it is developed against.
 $(STAMP): pyproject.toml sandbox/pyproject.toml
@@ -30,6 +30,22 @@ audit: install
 
 test: install system-deps lint audit
 	$(BIN)/pytest
+
+# The contract suite (tests/contract) against Stripe's test mode instead of the sandbox:
+#   make contract STRIPE_TEST_KEY=sk_test_...
+# Without a key it says how and runs nothing; a live key is refused. Needs the internet.
+contract: install
+	@if [ -z "$(STRIPE_TEST_KEY)" ]; then \
+	  echo "make contract runs tests/contract against Stripe's test mode (make test runs it against the sandbox)."; \
+	  echo "Give it a test-mode secret key:  make contract STRIPE_TEST_KEY=sk_test_..."; \
+	  echo "No key given: nothing was run."; \
+	  exit 0; \
+	fi; \
+	case "$(STRIPE_TEST_KEY)" in \
+	  sk_test_*|rk_test_*) ;; \
+	  *) echo "make contract: refusing STRIPE_TEST_KEY: only a test-mode key (sk_test_...), never a live one" >&2; exit 2;; \
+	esac; \
+	CONTRACT_TARGET=stripe STRIPE_TEST_KEY="$(STRIPE_TEST_KEY)" $(BIN)/pytest -p no:cacheprovider tests/contract
 
 demo: install
 	$(BIN)/basketball-api demo
