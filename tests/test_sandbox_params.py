@@ -13,16 +13,7 @@ import stripe
 def params(**changes: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "mode": "payment",
-        "line_items": [
-            {
-                "price_data": {
-                    "currency": "eur",
-                    "unit_amount": 4500,
-                    "product_data": {"name": "Summer camp"},
-                },
-                "quantity": 1,
-            }
-        ],
+        "line_items": item(),
         "success_url": "https://club.example/paid?session_id={CHECKOUT_SESSION_ID}",
     }
     base.update(changes)

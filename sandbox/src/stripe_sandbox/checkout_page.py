@@ -11,32 +11,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from .currencies import THREE_DECIMAL, ZERO_DECIMAL
 from .errors import StripeError
 from .forms import get_str, parse_form
 from .sessions import SessionRecord
 from .state import Sandbox
 
-ZERO_DECIMAL = frozenset(
-    [
-        "bif",
-        "clp",
-        "djf",
-        "gnf",
-        "jpy",
-        "kmf",
-        "krw",
-        "mga",
-        "pyg",
-        "rwf",
-        "ugx",
-        "vnd",
-        "vuv",
-        "xaf",
-        "xof",
-        "xpf",
-    ]
-)
-THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 SYMBOLS = {"eur": "€", "usd": "$", "gbp": "£", "jpy": "¥"}
 
 
