@@ -130,6 +130,8 @@ def test_the_category_of_a_product_with_orders_stays(client: TestClient) -> None
         ({"category": "shoes"}, "category"),
         ({"unit_amount": 0}, "unit_amount"),
         ({"unit_amount": 10**9}, "unit_amount"),
+        ({"unit_amount": 49}, "at least 0.50 USD"),  # Stripe would refuse every checkout
+        ({"currency": "jpy", "unit_amount": 5000}, "two decimals"),
         ({"currency": "dollars"}, "currency"),
         ({"name": ""}, "name"),
         ({"name": "bad\x00name"}, "name"),
@@ -153,6 +155,9 @@ def test_bad_products_are_refused_with_the_field_named(
 
 def test_an_update_cannot_clear_a_required_field_or_invert_the_window(client: TestClient) -> None:
     assert client.patch("/admin/products/1", json={"name": None}, headers=AUTH).status_code == 422
+    cheap = client.patch("/admin/products/1", json={"unit_amount": 10}, headers=AUTH)
+    assert cheap.status_code == 422
+    assert "at least 0.50 USD" in cheap.json()["detail"]
     client.patch(
         "/admin/products/1", json={"sale_ends_at": "2030-01-01T00:00:00Z"}, headers=AUTH
     ).raise_for_status()

@@ -22,6 +22,15 @@ from basketball_api.models import Category, Order, Product
 log = structlog.get_logger("basketball_api.catalogue")
 
 MAX_UNIT_AMOUNT = 99_999_999  # Stripe's largest amount in the smallest currency unit
+# Every amount the service shows (pages, CSV, CLI) is units and cents: currencies without
+# exactly two decimals at Stripe are refused rather than shown a hundred times too small.
+NOT_TWO_DECIMALS = frozenset({
+    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx",
+    "vnd", "vuv", "xaf", "xof", "xpf", "bhd", "jod", "kwd", "omr", "tnd",
+})  # fmt: skip
+# Stripe's minimum charge in the currencies a club is likely to sell in (its "Minimum and
+# maximum charge amounts" table): a cheaper product could be listed but never paid.
+MINIMUM_UNIT_AMOUNT = {"usd": 50, "eur": 50, "gbp": 30, "cad": 50, "aud": 50, "nzd": 50, "chf": 50}
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 UnitAmount = Annotated[
     int, Field(gt=0, le=MAX_UNIT_AMOUNT, description="Price in the currency's smallest unit.")
@@ -60,6 +69,18 @@ class _ProductFields(BaseModel):
         return _utc(value)
 
 
+def _check_price(unit_amount: int | None, currency: str | None) -> None:
+    if currency is not None and currency in NOT_TWO_DECIMALS:
+        raise ValueError(
+            f"currency: {currency} has no cents; the catalogue takes currencies with two decimals"
+        )
+    minimum = MINIMUM_UNIT_AMOUNT.get(currency or "", 1)
+    if unit_amount is not None and unit_amount < minimum:
+        raise ValueError(
+            f"unit_amount: Stripe charges at least {minimum / 100:.2f} {(currency or '').upper()}"
+        )
+
+
 class ProductIn(_ProductFields):
     """A new product."""
 
@@ -79,6 +100,7 @@ class ProductIn(_ProductFields):
     @model_validator(mode="after")
     def _window(self) -> ProductIn:
         _check_window(self.sale_starts_at, self.sale_ends_at)
+        _check_price(self.unit_amount, self.currency)
         return self
 
 
@@ -195,6 +217,9 @@ def update_product(
     ends = values.get("sale_ends_at", _utc(product.sale_ends_at))
     try:
         _check_window(starts, ends)
+        _check_price(
+            values.get("unit_amount", product.unit_amount), values.get("currency", product.currency)
+        )
     except ValueError as e:
         raise Unprocessable(str(e)) from e
     for field, value in values.items():
