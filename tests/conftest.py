@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from tests.procs import PG_ADMIN_URL, temporary_postgres
+from tests.procs import PG_ADMIN_URL, UNLIMITED, temporary_postgres
 from tests.standard_catalogue import create_standard_catalogue
 
 from basketball_api.db import make_engine, upgrade_database
@@ -20,6 +20,14 @@ from basketball_api.db import make_engine, upgrade_database
 # Shared fixtures: a module-wide sandbox with its control and SDK client (the sandbox's own
 # tests), and a headless chromium (the browser tests).
 pytest_plugins = ("tests.sandbox_fixtures", "tests.browser")
+
+
+@pytest.fixture(autouse=True)
+def _no_rate_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test is one client address sending many orders: the per-client limits would turn
+    them into 429s. Tests of the limits pass their own."""
+    monkeypatch.setenv("ORDER_RATE_LIMIT", UNLIMITED)
+    monkeypatch.setenv("PAY_LINK_RATE_LIMIT", UNLIMITED)
 
 
 @pytest.fixture

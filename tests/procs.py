@@ -129,11 +129,18 @@ class ApiProcess:
         return out
 
 
+#: A rate limit no test reaches (tests of the limits set their own).
+UNLIMITED = "1000000/minute"
+
+
 def api_env(settings: Mapping[str, object]) -> dict[str, str]:
     """The parent's environment without any API setting, plus ``settings`` (upper-cased)."""
     env = {k: v for k, v in os.environ.items() if not _is_setting(k)}
     env.update({k.upper(): str(v) for k, v in settings.items() if v is not None})
     env.setdefault("LOG_FORMAT", "json")
+    # One test client is one address: without this its orders would soon be 429s.
+    env.setdefault("ORDER_RATE_LIMIT", UNLIMITED)
+    env.setdefault("PAY_LINK_RATE_LIMIT", UNLIMITED)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -95,9 +95,7 @@ def running_stack(database_url: str, **settings: Any) -> Iterator[Stack]:
             stripe_api_base=sandbox_server.url,
             stripe_webhook_secret=WEBHOOK_SECRET,
             admin_token=ADMIN_TOKEN,
-            expiry_grace_seconds=0,
-            stripe_timeout_seconds=5,
-            **settings,
+            **{"expiry_grace_seconds": 0, "stripe_timeout_seconds": 5, **settings},
         )
         late = _BuiltOnStart()
         api_server = BackgroundServer(late)

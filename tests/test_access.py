@@ -134,7 +134,7 @@ def test_walking_ids_reads_and_changes_nothing(client: TestClient, database_url:
 def test_the_token_opens_its_own_order_and_no_other(client: TestClient) -> None:
     mine, theirs = new_order(client), new_order(client, player_name="Sasha")
     assert len(mine["access_token"]) >= 22  # at least 128 bits of base64
-    assert mine["order_url"].endswith(f"/orders/by-token/{mine['access_token']}")
+    assert mine["order_url"].endswith(f"/o/{mine['access_token']}")
     assert str(mine["id"]) not in mine["order_url"].split("/")
     r = client.get(f"/orders/by-token/{mine['access_token']}")
     assert r.status_code == 200

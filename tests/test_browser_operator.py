@@ -51,14 +51,16 @@ def test_an_operator_reissues_a_link_and_the_parent_pays_it(chromium: Any, tmp_p
         row.find_element(By.CSS_SELECTOR, "button.reissue").click()
         link = wait.until(ec.presence_of_element_located((By.ID, "new-link")))
         new_url = link.get_attribute("href")
-        assert new_url.startswith(f"{stack.sandbox_url}/")
+        assert new_url.startswith(f"{stack.api_url}/pay/")  # the order's pay link
         assert "New link issued" in driver.find_element(By.ID, "notice").text
 
-        link.click()  # the parent opens the new link...
-        wait.until(ec.element_to_be_clickable((By.ID, "pay"))).click()  # ...and pays
-        wait.until(ec.url_contains("/checkout/done"))
-        assert driver.current_url.startswith(f"{stack.api_url}/checkout/done?order={target['id']}")
-        assert f"Thank you! Order {target['id']}" in driver.find_element(By.TAG_NAME, "h1").text
+        link.click()  # the parent opens the link: the pay link sends them to Checkout...
+        wait.until(ec.url_contains(f"{stack.sandbox_url}/checkout/"))
+        wait.until(ec.element_to_be_clickable((By.ID, "pay"))).click()  # ...and they pay
+        wait.until(ec.url_contains("/checkout/return"))
+        assert driver.current_url.startswith(f"{stack.api_url}/checkout/return?session_id=")
+        assert driver.find_element(By.ID, "title").text == f"Order {target['id']}"
+        assert "Paid" in driver.find_element(By.ID, "message").text
 
         stack.sandbox.wait_for_webhooks(timeout=10)
         assert stack.api.get(f"/orders/{target['id']}").json()["status"] == "paid"

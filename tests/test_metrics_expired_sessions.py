@@ -131,7 +131,7 @@ def test_expiring_a_session_raises_the_gauge_and_paying_an_order_does_not_count(
         assert stack.api.get(f"/orders/{paid['id']}").json()["status"] == "paid"
         assert stack.api.get(f"/orders/{stranded['id']}").json()["status"] == "pending"
         assert stack.gauge("basketball_api_pending_orders_with_open_session")["jersey"] == 1.0
-        assert open_["checkout_url"].startswith(stack.sandbox_url)
+        assert open_["pay_url"].startswith(f"{stack.api_url}/pay/")
 
 
 def test_lost_webhooks_are_caught_by_the_next_refresh(database_url: str) -> None:

@@ -198,7 +198,8 @@ def test_reissue_emails_the_new_link_only_when_asked(sink: Sink, tmp_path: Any) 
         assert f"(order {loud['id']})" in message["Subject"]
         body = message.get_payload(decode=True)
         assert isinstance(body, bytes)
-        assert out["order"]["checkout_url"] in body.decode()
+        assert out["pay_url"] in body.decode()  # the pay link, never Stripe's URL
+        assert out["order"]["checkout_url"] not in body.decode()
 
         again = stack.api.post(f"/admin/orders/{loud['id']}/reissue?email=true").json()
         assert again["created"] is False  # no new link, so no second email

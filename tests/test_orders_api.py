@@ -94,7 +94,7 @@ def test_an_order_without_a_link_can_be_cancelled(client: TestClient) -> None:
     }
     order = client.post("/orders", json=body).json()
     assert order["status"] == "pending"
-    assert order["checkout_url"] is None
+    assert order["checkout_session_id"] is None
     cancel = f"/orders/by-token/{order['access_token']}/cancel"
     assert client.post(cancel).json()["status"] == "cancelled"
     assert client.post(cancel).json()["status"] == "cancelled"

@@ -20,7 +20,7 @@ from basketball_api.db import make_engine, make_session_factory, transaction
 from basketball_api.errors import Conflict
 from basketball_api.knowledge import SessionKnowledge
 from basketball_api.models import CheckoutLink, Order, OrderStatus, Product
-from basketball_api.orders import create_order
+from basketball_api.orders import attach_session, reserve_order
 from basketball_api.recovery import (
     heal_paid_orders,
     mask_email,
@@ -104,15 +104,13 @@ def new_order(
     with transaction(factory) as db:
         product = db.scalars(select(Product).where(Product.category == category)).first()
         assert product is not None
-        return create_order(
-            db,
-            stripe,
-            product_id=product.id,
-            parent_email=email,
-            player_name="Jordan",
-            quantity=1,
-            with_checkout=checkout,
+        order = reserve_order(
+            db, product_id=product.id, parent_email=email, player_name="Jordan", quantity=1
         )
+        if checkout:
+            attach_session(db, order, stripe.create_checkout_session(order, product))
+            db.flush()
+        return order
 
 
 def knowledge_of(stripe: FakeCheckout, orders: list[Order]) -> SessionKnowledge:

@@ -335,9 +335,15 @@ def test_no_personal_data_or_secret_reaches_logs_or_metrics(
     logs = api.log_text()
     for expected in ("refresh_succeeded", "refresh_failed", "order_transition", "webhook_refused"):
         assert expected in logs, f"the run did not exercise {expected}"
+    tokens = [line.split()[1] for line in metrics.splitlines() if line.startswith("#token ")]
+    assert len(tokens) == 4
     for secret in (EMAIL, EMAIL.split("@")[0], NAME, NAME.split()[0], KEY, HOOK_SECRET, ADMIN):
         assert secret not in logs, f"{secret!r} appears in the logs"
         assert secret not in metrics, f"{secret!r} appears in /metrics"
+    for token in tokens:  # an order's access token is a capability: never logged
+        assert token not in logs
+        assert token[:12] not in logs
+    assert "/pay/" in logs  # the pay link was logged, without its token
     assert KEY[-12:] not in logs
     assert HOOK_SECRET[-12:] not in logs
 
@@ -394,4 +400,9 @@ def exercise(url: str, control: SandboxControl) -> str:
         assert NAME in http.get("/admin/page/orders", params={"q": NAME.split()[0]}).text
         back = urlencode({"q": NAME})
         http.post(f"/admin/page/orders/{orders[3]['id']}/resend", data={"back": back})
-        return http.get("/metrics").text + http.get("/health").text
+        for order in orders:  # the parent's own pages, by token
+            assert http.get(f"/o/{order['access_token']}").status_code == 200
+            assert http.get(f"/pay/{order['access_token']}").status_code in (303, 503)
+        assert http.get("/pay/not-a-token-at-all").status_code == 404
+        tokens = "".join(f"\n#token {o['access_token']}" for o in orders)
+        return http.get("/metrics").text + http.get("/health").text + tokens

@@ -270,7 +270,7 @@ def test_link_states_follow_what_the_refresh_learnt(database_url: str) -> None:
         assert states == {live["id"]: "open", dead["id"]: "dead", none["id"]: "none"}
         body = listed_stack(stack)
         url = next(r["link_url"] for r in body["rows"] if r["order_id"] == live["id"])
-        assert url == live["checkout_url"]
+        assert url == stack.api.get(f"/orders/{live['id']}").json()["checkout_url"]
 
 
 def test_cancel_reissue_and_resend_without_email(database_url: str) -> None:
@@ -292,13 +292,14 @@ def test_cancel_reissue_and_resend_without_email(database_url: str) -> None:
         assert "New link issued" in said
         assert "No email was sent" in said
         fresh = stack.api.get(f"/orders/{stranded['id']}").json()
-        assert fresh["checkout_url"] in said
+        assert f"{stack.api_url}/pay/" in said  # the pay link, to send by hand
+        assert fresh["checkout_url"] not in said
         assert stack.sandbox.session(fresh["checkout_session_id"])["status"] == "open"
 
         said = press(stack, reminded["id"], "resend")
         assert "No email was sent" in said
         assert "SMTP_HOST" in said
-        assert reminded["checkout_url"] in said  # the live link, to send by hand
+        assert f"{stack.api_url}/pay/" in said  # the pay link, to send by hand
 
         r = stack.api.post(f"/admin/orders/{reminded['id']}/resend-link")
         assert r.status_code == 503
@@ -329,12 +330,12 @@ def test_resend_emails_the_live_link_or_a_new_one(database_url: str) -> None:
             r = stack.api.post(f"/admin/orders/{dead['id']}/resend-link")
             assert r.status_code == 200, r.text
             assert (r.json()["email"], r.json()["new_link"]) == ("sent", True)
-            renewed = stack.api.get(f"/orders/{dead['id']}").json()["checkout_url"]
-            assert r.json()["link_url"] == renewed
+            link = r.json()["link_url"]
+            assert link.startswith(f"{stack.api_url}/pay/")  # the pay link, not Stripe's URL
             sent = {m["To"]: m.get_payload(decode=True).decode() for m in sink.messages}
-            assert live["checkout_url"] in sent["live@example.org"]
+            assert f"{stack.api_url}/pay/" in sent["live@example.org"]
             assert "Here is the payment link" in sent["live@example.org"]
-            assert renewed in sent["dead@example.org"]
+            assert link in sent["dead@example.org"]
             assert "expired" in sent["dead@example.org"]
     finally:
         controller.stop()

@@ -39,6 +39,7 @@ from basketball_api.db import transaction
 from basketball_api.deps import ServicesDep
 from basketball_api.errors import NotFound
 from basketball_api.models import OrderAccessToken
+from basketball_api.settings import Settings
 
 
 class Rule(enum.StrEnum):
@@ -124,6 +125,15 @@ def issue_link_token(factory: sessionmaker[Session], order_id: int, purpose: str
     """:func:`issue_token` in a transaction of its own."""
     with transaction(factory) as db:
         return issue_token(db, order_id, purpose)
+
+
+def pay_url(settings: Settings, token: str) -> str:
+    """The order's pay link: the only payment URL ever handed to a parent."""
+    return f"{settings.public_base_url.rstrip('/')}/pay/{token}"
+
+
+def order_page_url(settings: Settings, token: str) -> str:
+    return f"{settings.public_base_url.rstrip('/')}/o/{token}"
 
 
 def order_for_token(db: Session, token: str) -> int | None:

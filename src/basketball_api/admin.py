@@ -106,6 +106,7 @@ class ReissueOut(BaseModel):
         "(nothing was sent), `failed` when the mail server refused it."
     )
     recovery_url: str | None = Field(description="Stripe's recovery link of the replaced session.")
+    pay_url: str = Field(description="The order's pay link, to give the parent.")
     order: OrderOut
 
 
@@ -144,20 +145,26 @@ def _reissue(services: Services, order_id: int, email: bool) -> ReissueOut:
     stripe = ThreadStripe(services.gateway, services.settings)
     result = recovery.reissue(services.sessions, stripe, order_id)
     out = OrderOut.of(result.order)
+    # The parent gets the order's pay link (it never dies), not Stripe's session URL.
+    purpose = "email" if result.created and email else "operator"
+    pay_url = access.pay_url(
+        services.settings, access.issue_link_token(services.sessions, order_id, purpose)
+    )
     sent = notify.Email.not_requested
-    if result.created and email and out.checkout_url:
+    if result.created and email:
         sent = notify.send_link(
             services.settings,
             to=out.parent_email,
             order_id=out.id,
             product=out.product_name,
-            url=out.checkout_url,
+            url=pay_url,
         )
     return ReissueOut(
         created=result.created,
         emailed=sent == notify.Email.sent,
         email=sent,
         recovery_url=result.recovery_url,
+        pay_url=pay_url,
         order=out,
     )
 
@@ -226,7 +233,7 @@ def _notice(services: Services, order_id: int, outcome: str, email: str) -> _Not
         return _Notice(text, ok=False)
     with transaction(services.sessions) as db:
         try:
-            order = get_order(db, order_id)
+            get_order(db, order_id)
         except DomainError:
             return None
         recovery_url = db.scalars(
@@ -237,7 +244,8 @@ def _notice(services: Services, order_id: int, outcome: str, email: str) -> _Not
             .limit(1)
         ).first()
         said = _EMAIL_SAID.get(notify.Email(email), "") if email in set(notify.Email) else ""
-        return _Notice(text, True, order.checkout_url, recovery_url, said)
+        pay_url = access.pay_url(services.settings, access.issue_token(db, order_id, "operator"))
+        return _Notice(text, True, pay_url, recovery_url, said)
 
 
 # Public: without the operator cookie it is the sign-in form and shows no order.

@@ -11,12 +11,22 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from basketball_api import admin, catalogue_admin, recovery, routes, treasurer_admin, webhooks
+from basketball_api import (
+    admin,
+    catalogue_admin,
+    ordering,
+    paylink,
+    recovery,
+    routes,
+    treasurer_admin,
+    webhooks,
+)
 from basketball_api.db import make_engine, make_session_factory, transaction
 from basketball_api.deps import Services, get_services
 from basketball_api.errors import install_error_handlers
 from basketball_api.metrics import Metrics
 from basketball_api.ops import load_pending
+from basketball_api.ratelimit import RateLimits
 from basketball_api.refresher import Refresher, freeze_startup_objects
 from basketball_api.settings import Settings
 from basketball_api.stripe_gateway import StripeGateway
@@ -60,6 +70,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
         finally:
             metrics.up.set(0)
             await refresher.stop()
+            await ordering.drain(within_seconds=10)
             await gateway.aclose()
             engine.dispose()
 
@@ -71,9 +82,12 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
         # Starlette's limit, counted as the body streams in (no declared length needed): 413.
         max_body_size=settings.request_max_body_bytes,
     )
+    app.state.rate_limits = RateLimits(settings)
     install_error_handlers(app)
     webhooks.install_webhook_errors(app, get_services)
+    paylink.install_link_errors(app)
     app.include_router(routes.router)
+    app.include_router(paylink.router)
     app.include_router(webhooks.router, max_body_size=settings.webhook_max_body_bytes)
     app.include_router(admin.router)
     app.include_router(catalogue_admin.router)

@@ -249,6 +249,7 @@ async def _relink(
     from rich.progress import Progress
 
     from basketball_api import notify
+    from basketball_api.access import issue_link_token, pay_url
     from basketball_api.db import transaction
     from basketball_api.deps import ThreadStripe
     from basketball_api.ops import toolkit
@@ -276,13 +277,14 @@ async def _relink(
         def one(order_id: int) -> bool:
             result = reissue(kit.sessions, stripe, order_id)
             order = result.order
-            if result.created and email and order.checkout_url:
+            if result.created and email:
+                token = issue_link_token(kit.sessions, order.id, "email")
                 sent = notify.send_link(
                     settings,
                     to=order.parent_email,
                     order_id=order.id,
                     product=order.product.name,
-                    url=order.checkout_url,
+                    url=pay_url(settings, token),  # the pay link, never Stripe's URL
                 )
                 emails[sent] += 1
             return result.created

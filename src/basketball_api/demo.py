@@ -141,7 +141,7 @@ def seed(client: httpx.Client, sdk: stripe.StripeClient, sandbox: SandboxControl
         client.post(f"/orders/by-token/{cancelled['access_token']}/cancel").raise_for_status()
     live = order("jersey")
     sandbox.wait_for_webhooks(timeout=30)
-    return str(live["checkout_url"])
+    return str(live["pay_url"])
 
 
 def run_demo(*, keep_running: bool = True, workdir: Path | None = None) -> int:
@@ -166,6 +166,8 @@ def run_demo(*, keep_running: bool = True, workdir: Path | None = None) -> int:
         REFRESH_INTERVAL_SECONDS=env.get("REFRESH_INTERVAL_SECONDS", "15"),
         ADMIN_TOKEN=env.get("ADMIN_TOKEN", "demo-admin-token"),
         HEAL_PAID_ORDERS="false",
+        # The seeding is one client placing some fifty orders in seconds.
+        ORDER_RATE_LIMIT=env.get("ORDER_RATE_LIMIT", "120/minute"),
     )
     stop = False
 

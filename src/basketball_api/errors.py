@@ -43,7 +43,8 @@ class Unauthorized(DomainError):
 def install_error_handlers(app: FastAPI) -> None:
     async def domain(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DomainError)
-        return JSONResponse({"detail": exc.message, "code": exc.code}, exc.status_code)
+        headers = getattr(exc, "headers", None)
+        return JSONResponse({"detail": exc.message, "code": exc.code}, exc.status_code, headers)
 
     async def stripe_failure(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StripeFailure)

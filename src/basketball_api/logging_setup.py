@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
+
+_CAPABILITY = re.compile(r"/(pay|o|orders/by-token)/[^/?\s]+")
 
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
@@ -30,7 +33,8 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     # Access lines keep the path, never the query string: operators search orders by a
-    # player's name or a parent's email (``/admin/orders?q=…``), which is personal data.
+    # player's name or a parent's email (``/admin/orders?q=…``), which is personal data;
+    # an order's access token in a path (``/pay/…``) is a capability: it is cut out too.
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _WithoutQueryString) for f in access.filters):
         access.addFilter(_WithoutQueryString())
@@ -45,5 +49,6 @@ class _WithoutQueryString(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
-            record.args = (args[0], args[1], args[2].split("?", 1)[0], args[3], args[4])
+            path = _CAPABILITY.sub(r"/\1/…", args[2].split("?", 1)[0])
+            record.args = (args[0], args[1], path, args[3], args[4])
         return True

@@ -12,6 +12,8 @@ from basketball_api.models import Category
 
 CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
 
+ORDER_CREATION_FAILURE_REASONS = ("stripe_unavailable", "stripe_rejected", "timeout", "database")
+
 WEBHOOK_ERROR_REASONS = (
     "no_secret",
     "missing_signature",
@@ -101,6 +103,15 @@ class Metrics:
         )
         for category in CATEGORIES:
             self.category_urgent.labels(category=category).set(0)
+        self.order_creation_failures = Counter(
+            "basketball_api_order_creation_failures",
+            "POST /orders that failed because Stripe was unavailable, refused or too slow, or "
+            "the database was busy; nothing was kept.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ORDER_CREATION_FAILURE_REASONS:
+            self.order_creation_failures.labels(reason=reason)
         for result in ("success", "error"):
             self.refreshes.labels(result=result)
         for reason in WEBHOOK_ERROR_REASONS:

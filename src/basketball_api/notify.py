@@ -56,9 +56,10 @@ def send_new_link(
     message["To"] = to
     message["Subject"] = f"Your payment link for {product} (order {order_id})"
     opening = (
-        f"The earlier payment link for {product} expired. Here is a new one:"
+        f"The earlier payment link for {product} expired. This one opens a fresh payment page"
+        " and keeps working until the order is paid:"
         if renewed
-        else f"Here is the payment link for {product}:"
+        else f"Here is the payment link for {product}; it keeps working until the order is paid:"
     )
     message.set_content(f"Hello,\n\n{opening}\n\n{url}\n\nThank you!\n")
     try:

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
-from sqlalchemy import BigInteger, String, func, select, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    CursorResult,
+    String,
+    delete,
+    func,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -19,7 +28,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from basketball_api.catalogue import get_product, is_on_sale
 from basketball_api.errors import Conflict, NotFound, Unprocessable
-from basketball_api.models import CheckoutLink, Order, OrderStatus, Product
+from basketball_api.models import CheckoutLink, Order, OrderAccessToken, OrderStatus, Product
 from basketball_api.session_sync import PendingRows
 from basketball_api.stripe_gateway import SessionSnapshot
 
@@ -102,21 +111,11 @@ def attach_session(db: Session, order: Order, snapshot: SessionSnapshot) -> None
     )
 
 
-def create_order(
-    db: Session,
-    stripe: CheckoutCreator,
-    *,
-    product_id: int,
-    parent_email: str,
-    player_name: str,
-    quantity: int,
-    with_checkout: bool,
+def reserve_order(
+    db: Session, *, product_id: int, parent_email: str, player_name: str, quantity: int
 ) -> Order:
-    """A pending order and, unless asked not to, its Checkout Session.
-
-    The session is created inside the order's transaction: if Stripe fails, the caller rolls
-    back and no order is left without its link.
-    """
+    """A pending order with no link yet: the first of the three steps of taking an order
+    (reserve and commit, ask Stripe holding no connection, attach the link; see ``ordering``)."""
     product = get_product(db, product_id)
     if not is_on_sale(product, datetime.now(UTC)):
         raise Unprocessable(f"product {product_id} ({product.name}) is not on sale")
@@ -131,10 +130,40 @@ def create_order(
     )
     db.add(order)
     db.flush()
-    if with_checkout:
-        attach_session(db, order, stripe.create_checkout_session(order, product))
-        db.flush()
     return order
+
+
+def attach_first_session(db: Session, order_id: int, snapshot: SessionSnapshot) -> Order | None:
+    """Attach the first link of a reserved order; None if the order is gone or has a link
+    already (its reservation was given up, or another path linked it), so the caller expires
+    ``snapshot``."""
+    result = db.execute(
+        update(Order)
+        .where(Order.id == order_id)
+        .where(Order.status == OrderStatus.pending)
+        .where(Order.stripe_checkout_session_id.is_(None))
+        .values(stripe_checkout_session_id=snapshot.id)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], result).rowcount != 1:
+        return None
+    order = get_order(db, order_id)
+    db.refresh(order)
+    attach_session(db, order, snapshot)
+    db.flush()
+    return order
+
+
+def discard_reservation(db: Session, order_id: int) -> None:
+    """Delete a reserved order that never got its link (Stripe failed or was too slow), with
+    its access tokens: the parent was told nothing was kept."""
+    db.execute(delete(OrderAccessToken).where(OrderAccessToken.order_id == order_id))
+    db.execute(
+        delete(Order)
+        .where(Order.id == order_id)
+        .where(Order.stripe_checkout_session_id.is_(None))
+        .execution_options(synchronize_session=False)
+    )
 
 
 def cancel_order(db: Session, stripe: CheckoutCreator, order_id: int) -> Order:

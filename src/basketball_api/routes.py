@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import html
 import time
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from basketball_api import access, catalogue, orders
+from basketball_api import access, catalogue, ordering, orders
 from basketball_api.access import TokenOrderId
 from basketball_api.admin import Admin
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe, get_services
 from basketball_api.models import Order
+from basketball_api.ratelimit import rate_limited
 from basketball_api.schemas import (
-    MAX_ID,
     ErrorOut,
     OrderCreate,
     OrderCreated,
@@ -33,7 +31,11 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorOut, "description": "Unknown product or order"},
     409: {"model": ErrorOut, "description": "The order is not in a state that allows this"},
     502: {"model": ErrorOut, "description": "Stripe refused the request"},
-    503: {"model": ErrorOut, "description": "Stripe unavailable; nothing was written"},
+    503: {
+        "model": ErrorOut,
+        "description": "Stripe unavailable or too slow, or the database busy; nothing was "
+        "written (see Retry-After)",
+    },
 }
 
 
@@ -73,36 +75,40 @@ def list_products(services: ServicesDep) -> list[ProductOut]:
     "/orders",
     tags=["orders"],
     status_code=status.HTTP_201_CREATED,
-    responses={k: v for k, v in _ERRORS.items() if k != 409},
+    responses={
+        **{k: v for k, v in _ERRORS.items() if k != 409},
+        429: {"model": ErrorOut, "description": "Too many orders from this address"},
+    },
     dependencies=[access.PUBLIC],
 )
-def create_order(body: OrderCreate, services: ServicesDep) -> OrderCreated:
+async def create_order(
+    body: OrderCreate, services: ServicesDep, _limit: None = rate_limited("orders")
+) -> OrderCreated:
     """Create a pending order and its Stripe Checkout link.
 
     The answer carries the order's access token (``access_token``), shown this once: it is
-    what opens the order afterwards (``order_url``); the integer id opens nothing.
+    what opens the order afterwards (``order_url``); the integer id opens nothing. No database
+    connection is held while Stripe answers; past ``ORDER_WAIT_SECONDS`` the answer is a 503
+    with ``Retry-After`` and nothing is kept. Rate limited per client (429).
     """
-    stripe = ThreadStripe(services.gateway, services.settings)
-    with transaction(services.sessions) as db:
-        order = orders.create_order(
-            db,
-            stripe,
-            product_id=body.product_id,
-            parent_email=str(body.parent_email),
-            player_name=body.player_name,
-            quantity=body.quantity,
-            with_checkout=body.create_checkout,
-        )
-        token = access.issue_token(db, order.id, "order_created")
-        return _created(services, order, token)
+    taken = await ordering.take_order(
+        services,
+        product_id=body.product_id,
+        parent_email=str(body.parent_email),
+        player_name=body.player_name,
+        quantity=body.quantity,
+        with_checkout=body.create_checkout,
+    )
+    return _created(services, taken.order, taken.token)
 
 
 def _created(services: Services, order: Order, token: str) -> OrderCreated:
-    base = services.settings.public_base_url.rstrip("/")
+    out = OrderOut.of(order).model_dump(exclude={"checkout_url"})
     return OrderCreated(
-        **OrderOut.of(order).model_dump(),
+        **out,
         access_token=token,
-        order_url=f"{base}/orders/by-token/{token}",
+        pay_url=access.pay_url(services.settings, token),
+        order_url=access.order_page_url(services.settings, token),
     )
 
 
@@ -122,8 +128,11 @@ def get_order_by_token(order_id: TokenOrderId, services: ServicesDep) -> ParentO
     tags=["orders"],
     responses=_ERRORS,
 )
-def cancel_order_by_token(order_id: TokenOrderId, services: ServicesDep) -> ParentOrderOut:
-    """The parent cancels their pending order; its payment link is expired at Stripe first."""
+def cancel_order_by_token(
+    order_id: TokenOrderId, services: ServicesDep, _limit: None = rate_limited("pay_link")
+) -> ParentOrderOut:
+    """The parent cancels their pending order; its payment link is expired at Stripe first.
+    Rate limited per client, like the pay link."""
     stripe = ThreadStripe(services.gateway, services.settings)
     with transaction(services.sessions) as db:
         return ParentOrderOut.of(orders.cancel_order(db, stripe, order_id))
@@ -144,26 +153,3 @@ def cancel_order(order_id: OrderId, services: ServicesDep) -> OrderOut:
     stripe = ThreadStripe(services.gateway, services.settings)
     with transaction(services.sessions) as db:
         return OrderOut.of(orders.cancel_order(db, stripe, order_id))
-
-
-@router.get(
-    "/checkout/done", tags=["orders"], response_class=HTMLResponse, dependencies=[access.PUBLIC]
-)
-def checkout_done(
-    services: ServicesDep,
-    order: int = Query(gt=0, le=MAX_ID),
-    result: str = Query(pattern="^(paid|cancelled)$"),
-) -> HTMLResponse:
-    """Where Stripe Checkout sends the parent back."""
-    with transaction(services.sessions) as db:
-        current = orders.get_order(db, order)
-        state = current.status.value
-    if result == "paid":
-        text = f"Thank you! Order {order} is {state}."
-        if state == "pending":
-            text += " Your payment is being confirmed; this page can be closed."
-    else:
-        text = (
-            f"Payment cancelled. Order {order} is {state}; the link stays valid until it expires."
-        )
-    return HTMLResponse(f"<!doctype html><title>basketball-api</title><h1>{html.escape(text)}</h1>")

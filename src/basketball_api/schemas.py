@@ -145,14 +145,33 @@ class ParentOrderOut(BaseModel):
         )
 
 
-class OrderCreated(OrderOut):
-    """The answer to ``POST /orders``: the only time the order's access token is shown."""
+class OrderCreated(BaseModel):
+    """The answer to ``POST /orders``: the only time the order's access token is shown.
 
+    It carries the order's pay link, never Stripe's own URL: the pay link keeps working when a
+    Checkout Session expires (it opens a fresh one)."""
+
+    id: int = Field(description="The order's number, to quote to the club; it opens nothing.")
+    product_id: int
+    product_name: str
+    category: Category
+    status: OrderStatus
+    quantity: int
+    amount: int
+    currency: str
+    parent_email: str
+    player_name: str
+    checkout_session_id: str | None
+    checkout_expires_at: datetime | None
+    created_at: datetime
+    paid_at: datetime | None
+    cancelled_at: datetime | None
     access_token: str = Field(
-        description="The order's capability: it opens the order's page and pay link. "
-        "Shown once; the club cannot look it up later."
+        description="The order's capability (192 random bits): it opens the order's page and "
+        "pay link. Shown once; the club keeps only its hash."
     )
-    order_url: str = Field(description="The order as JSON, for the holder of the token.")
+    pay_url: str = Field(description="The pay link (`/pay/{token}`): give this to the parent.")
+    order_url: str = Field(description="The parent's order page (`/o/{token}`).")
 
 
 class ErrorOut(BaseModel):

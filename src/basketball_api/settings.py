@@ -43,6 +43,12 @@ class Settings(BaseSettings):
 
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     request_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Per client address (``limits`` notation; ";" joins several windows). Each of these
+    # endpoints can cost a Stripe call.
+    order_rate_limit: str = "10/minute;60/hour"
+    pay_link_rate_limit: str = "20/minute;200/hour"
+    rate_limit_storage_uri: str = "async+memory://"  # one replica; async+redis://… for several
+    order_wait_seconds: float = Field(default=10.0, gt=0, le=60)
     admin_token: SecretStr | None = None
     heal_paid_orders: bool = False
 

@@ -21,6 +21,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import httpx
 import stripe
 
 from basketball_api.metrics import Metrics
@@ -43,6 +44,8 @@ class StripeFailure(Exception):
 
     reason = "stripe_error"
     status_code = 502
+    #: True when the request certainly never reached Stripe (refused connection, not sent).
+    never_sent = False
 
 
 class StripeUnavailable(StripeFailure):
@@ -52,6 +55,15 @@ class StripeUnavailable(StripeFailure):
         super().__init__(message)
         self.reason = reason
         self.status_code = 503
+
+
+class StripeNotSent(StripeUnavailable):
+    """The request waited too long for its turn and was never sent: Stripe knows nothing."""
+
+    never_sent = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "not_sent")
 
 
 class StripeRejected(StripeFailure):
@@ -215,7 +227,15 @@ class StripeGateway:
         success_url: str,
         cancel_url: str,
         expires_at: int | None = None,
+        idempotency_key: str | None = None,
+        send_by: float | None = None,
     ) -> SessionSnapshot:
+        """A Checkout Session for one order.
+
+        ``idempotency_key``: the same key with the same parameters gets the same session back
+        (Stripe keeps keys 24 h), so a call whose answer was lost can be asked again.
+        ``send_by``: see :meth:`_call`.
+        """
         params: dict[str, Any] = {
             "mode": "payment",
             "line_items": [
@@ -237,9 +257,16 @@ class StripeGateway:
         }
         if expires_at is not None:
             params["expires_at"] = expires_at
+        options: stripe.RequestOptions = {}
+        if idempotency_key is not None:
+            options["idempotency_key"] = idempotency_key
         obj = await self._call(
             "POST /v1/checkout/sessions",
-            lambda: self._client.v1.checkout.sessions.create_async(params),  # type: ignore[arg-type]
+            lambda: self._client.v1.checkout.sessions.create_async(
+                params,  # type: ignore[arg-type]
+                options,
+            ),
+            send_by=send_by,
         )
         return SessionSnapshot.from_stripe(obj)
 
@@ -356,15 +383,24 @@ class StripeGateway:
             )
         return data
 
-    async def _call(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self, endpoint: str, fn: Callable[[], Awaitable[T]], *, send_by: float | None = None
+    ) -> T:
+        """``fn`` through the bucket, the concurrency bound and the 429 backoff.
+
+        ``send_by`` (a ``time.monotonic()`` moment): if the request has not been sent by then
+        (it waited for the bucket or a free slot), :class:`StripeNotSent` is raised and Stripe
+        is never asked; once sent, the call is not abandoned.
+        """
         bucket = self._buckets.get(endpoint)
         if bucket is None:
             bucket = TokenBucket(self._rate, burst=default_burst(self._rate))
             self._buckets[endpoint] = bucket
         attempt = 0
         while True:
-            await bucket.acquire()
-            async with self._concurrency:
+            await _before(bucket.acquire(), send_by, endpoint)
+            await _before(self._concurrency.acquire(), send_by, endpoint)
+            try:
                 self.calls += 1
                 try:
                     result = await fn()
@@ -382,6 +418,8 @@ class StripeGateway:
                     self._count(endpoint, "ok")
                     self._note_server_time(result)
                     return result
+            finally:
+                self._concurrency.release()
             attempt += 1
             # Full jitter: sleep a random share of an exponentially growing cap.
             await asyncio.sleep(random.uniform(0, min(8.0, 0.25 * 2**attempt)))
@@ -402,6 +440,16 @@ class StripeGateway:
         except (TypeError, ValueError):
             return
         self.clock_offset_seconds = server - time.time()
+
+
+async def _before(wait: Awaitable[Any], send_by: float | None, endpoint: str) -> None:
+    if send_by is None:
+        await wait
+        return
+    try:
+        await asyncio.wait_for(wait, max(0.0, send_by - time.monotonic()))
+    except TimeoutError as e:
+        raise StripeNotSent(f"{endpoint} not sent: no free slot in time") from e
 
 
 def _event(e: Mapping[str, Any]) -> SessionEvent:
@@ -435,7 +483,10 @@ def _translate(endpoint: str, error: stripe.StripeError) -> StripeFailure:
             missing=missing,
         )
     if isinstance(error, stripe.APIConnectionError):
-        return StripeUnavailable(f"Stripe unreachable on {endpoint}: {message}", "connection")
+        failure = StripeUnavailable(f"Stripe unreachable on {endpoint}: {message}", "connection")
+        # The SDK keeps the transport's error as the cause: no connection, no request.
+        failure.never_sent = isinstance(error.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
+        return failure
     if isinstance(error, stripe.APIError):
         status = error.http_status or 0
         reason = "server_error" if status >= 500 else "bad_response"

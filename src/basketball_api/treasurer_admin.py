@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BeforeValidator, Field
 
-from basketball_api import catalogue, notify, orders, recovery, treasurer
+from basketball_api import access, catalogue, notify, orders, recovery, treasurer
 from basketball_api.admin import Admin, PageOperator, has_page_session, templates
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe
@@ -145,17 +145,19 @@ def _resend(services: Services, order_id: int) -> Resent:
         services.sessions, ThreadStripe(services.gateway, services.settings), order_id
     )
     order = result.order
-    email = notify.Email.failed
-    if order.checkout_url:
-        email = notify.send_link(
-            services.settings,
-            to=order.parent_email,
-            order_id=order.id,
-            product=order.product.name,
-            url=order.checkout_url,
-            renewed=result.created,
-        )
-    return Resent(email, result.created, order.checkout_url)
+    # The parent gets the order's pay link (it never dies), never Stripe's session URL.
+    link = access.pay_url(
+        services.settings, access.issue_link_token(services.sessions, order_id, "email")
+    )
+    email = notify.send_link(
+        services.settings,
+        to=order.parent_email,
+        order_id=order.id,
+        product=order.product.name,
+        url=link,
+        renewed=result.created,
+    )
+    return Resent(email, result.created, link)
 
 
 async def _resend_and_observe(services: Services, order_id: int) -> Resent:
@@ -225,8 +227,10 @@ def _notice(services: Services, order_id: int, done: str) -> _Notice | None:
         state = order.status.value
         why = f"it is {state}" if state != "pending" else "Stripe says it was paid"
         text = template.format(order=order_id, state=state, why=why)
-        url = order.checkout_url if order.status == OrderStatus.pending else None
         show_link = done in ("relinked", "live", "email_off", "email_failed")
+        url = None
+        if order.status == OrderStatus.pending and show_link:
+            url = access.pay_url(services.settings, access.issue_token(db, order_id, "operator"))
         return _Notice(text, ok, url if show_link else None)
 
 
