@@ -103,12 +103,13 @@ async def create_order(
 
 
 def _created(services: Services, order: Order, token: str) -> OrderCreated:
-    out = OrderOut.of(order).model_dump(exclude={"checkout_url"})
-    return OrderCreated(
-        **out,
-        access_token=token,
-        pay_url=access.pay_url(services.settings, token),
-        order_url=access.order_page_url(services.settings, token),
+    return OrderCreated.model_validate(
+        {
+            **OrderCreated.fields_of(order),
+            "access_token": token,
+            "pay_url": access.pay_url(services.settings, token),
+            "order_url": access.order_page_url(services.settings, token),
+        }
     )
 
 

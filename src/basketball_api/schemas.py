@@ -73,8 +73,10 @@ def name_problem(value: str) -> str | None:
     return None
 
 
-class OrderOut(BaseModel):
-    id: int
+class OrderFields(BaseModel):
+    """An order as operators and its creator see it (Stripe's URL aside)."""
+
+    id: int = Field(description="The order's number, to quote to the club; it opens nothing.")
     product_id: int
     product_name: str
     category: Category
@@ -85,32 +87,40 @@ class OrderOut(BaseModel):
     parent_email: str
     player_name: str
     checkout_session_id: str | None
-    checkout_url: str | None
     checkout_expires_at: datetime | None
     created_at: datetime
     paid_at: datetime | None
     cancelled_at: datetime | None
 
+    @staticmethod
+    def fields_of(order: Order) -> dict[str, object]:
+        return {
+            "id": order.id,
+            "product_id": order.product_id,
+            "product_name": order.product.name,
+            "category": order.product.category,
+            "status": order.status,
+            "quantity": order.quantity,
+            "amount": order.amount,
+            "currency": order.currency,
+            "parent_email": order.parent_email,
+            "player_name": order.player_name,
+            "checkout_session_id": order.stripe_checkout_session_id,
+            "checkout_expires_at": order.checkout_session_expires_at,
+            "created_at": order.created_at,
+            "paid_at": order.paid_at,
+            "cancelled_at": order.cancelled_at,
+        }
+
+
+class OrderOut(OrderFields):
+    """An order for operators, with the current Checkout Session's URL."""
+
+    checkout_url: str | None
+
     @classmethod
     def of(cls, order: Order) -> OrderOut:
-        return cls(
-            id=order.id,
-            product_id=order.product_id,
-            product_name=order.product.name,
-            category=order.product.category,
-            status=order.status,
-            quantity=order.quantity,
-            amount=order.amount,
-            currency=order.currency,
-            parent_email=order.parent_email,
-            player_name=order.player_name,
-            checkout_session_id=order.stripe_checkout_session_id,
-            checkout_url=order.checkout_url,
-            checkout_expires_at=order.checkout_session_expires_at,
-            created_at=order.created_at,
-            paid_at=order.paid_at,
-            cancelled_at=order.cancelled_at,
-        )
+        return cls.model_validate({**cls.fields_of(order), "checkout_url": order.checkout_url})
 
 
 class ParentOrderOut(BaseModel):
@@ -145,27 +155,12 @@ class ParentOrderOut(BaseModel):
         )
 
 
-class OrderCreated(BaseModel):
+class OrderCreated(OrderFields):
     """The answer to ``POST /orders``: the only time the order's access token is shown.
 
     It carries the order's pay link, never Stripe's own URL: the pay link keeps working when a
     Checkout Session expires (it opens a fresh one)."""
 
-    id: int = Field(description="The order's number, to quote to the club; it opens nothing.")
-    product_id: int
-    product_name: str
-    category: Category
-    status: OrderStatus
-    quantity: int
-    amount: int
-    currency: str
-    parent_email: str
-    player_name: str
-    checkout_session_id: str | None
-    checkout_expires_at: datetime | None
-    created_at: datetime
-    paid_at: datetime | None
-    cancelled_at: datetime | None
     access_token: str = Field(
         description="The order's capability (192 random bits): it opens the order's page and "
         "pay link. Shown once; the club keeps only its hash."
