@@ -98,7 +98,7 @@ class OrderFilter:
             stmt = stmt.where(Order.product_id == self.product_id)
         if self.ordered_from is not None:
             stmt = stmt.where(Order.created_at >= _midnight(self.ordered_from))
-        if self.ordered_until is not None:
+        if self.ordered_until is not None and self.ordered_until < date.max:
             stmt = stmt.where(Order.created_at < _midnight(self.ordered_until + timedelta(days=1)))
         text = (self.text or "").strip()
         if text:

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from basketball_api import access, catalogue, notify, orders, recovery, treasurer
 from basketball_api.admin import Admin, PageOperator, has_page_session, templates
@@ -31,6 +31,12 @@ router = APIRouter(prefix="/admin", tags=["treasurer"])
 def _blank_is_none(value: Any) -> Any:
     """An HTML form sends empty fields as ``""``: they mean "no filter"."""
     return None if isinstance(value, str) and not value.strip() else value
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():  # PostgreSQL refuses NUL in a string: a 422, not a 500
+        raise ValueError("q must be printable text")
+    return value
 
 
 _Blank = BeforeValidator(_blank_is_none)
@@ -55,7 +61,7 @@ def order_filter(
         date | None, _Blank, Query(description="Ordered on or before this day (UTC).")
     ] = None,
     q: Annotated[
-        Annotated[str, Field(max_length=200)] | None,
+        Annotated[str, Field(max_length=200), AfterValidator(_printable)] | None,
         _Blank,
         Query(description="Part of the player's name or the parent's email."),
     ] = None,
