@@ -211,3 +211,15 @@ def test_the_demo_seeding_hands_out_a_pay_link(database_url: str) -> None:
         assert r.status_code == 303
         assert r.headers["location"].startswith(stack.sandbox_url + CHECKOUT)
         assert stack.refresh() == EXPECTED
+
+
+def test_the_parents_pages_are_never_cached_nor_sent_on_as_referrer(database_url: str) -> None:
+    with running_stack(database_url) as stack:
+        order = stack.order("tournament")
+        for r in (
+            httpx.get(order["order_url"]),
+            pay(stack, order),
+            returned(stack, order["checkout_session_id"]),
+        ):
+            assert r.headers["cache-control"] == "no-store"
+            assert r.headers["referrer-policy"] == "no-referrer"

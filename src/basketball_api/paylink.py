@@ -84,8 +84,17 @@ def _page(
         "parent.html",
         {"title": title, "message": message, "order": order, "pay_url": pay_url},
         status_code=status_code,
-        headers=headers,
+        headers={**_PRIVATE, **(headers or {})},
     )
+
+
+#: The pages carry a capability (in their URL and their pay button): no cache keeps them, and
+#: no link sends them on as a referrer.
+_PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303, headers=_PRIVATE)
 
 
 _STATE_MESSAGES = {
@@ -152,12 +161,12 @@ async def pay(
     page = f"/o/{token}"
     view = await run_in_threadpool(_view, services, order_id)
     if view.status != "pending":
-        return RedirectResponse(page, status_code=303)
+        return _redirect(page)
     stripe = ThreadStripe(services.gateway, services.settings)
     try:
         result = await run_in_threadpool(recovery.reissue, services.sessions, stripe, order_id)
     except Conflict:  # paid at Stripe, not yet here: the order page tells what is known
-        return RedirectResponse(page, status_code=303)
+        return _redirect(page)
     except StripeFailure:
         return _page(
             request,
@@ -174,8 +183,8 @@ async def pay(
         services.refresher.wake()  # learn the new link's state now
     url = result.order.checkout_url
     if not url:  # Stripe gives no URL for a session that is not open
-        return RedirectResponse(page, status_code=303)
-    return RedirectResponse(url, status_code=303)
+        return _redirect(page)
+    return _redirect(url)
 
 
 # -- the return page ------------------------------------------------------------------------------
@@ -233,8 +242,10 @@ async def checkout_return(
     services: ServicesDep,
     session_id: SessionId,
     _public: None = access.PUBLIC,
+    _limit: None = rate_limited("pay_link"),
 ) -> Response:
-    """Checks the session with Stripe, applies a payment, and says what is true now."""
+    """Checks the session with Stripe, applies a payment, and says what is true now (a Stripe
+    call per view for a session of ours: rate limited per client like the pay link)."""
     order_id = await run_in_threadpool(_lookup, services, session_id)
     if order_id is None:
         return _page(
