@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps lint audit test contract demo bench bench-sandbox reliability clean
+.PHONY: install system-deps lint audit test contract demo bench bench-sandbox bench-ordering reliability clean
 
 # The service and, as a separate distribution, the Stripe sandbox (sandbox/) it is developed against.
 $(STAMP): pyproject.toml sandbox/pyproject.toml
@@ -55,6 +55,10 @@ bench: install
 
 bench-sandbox: install
 	$(PY) -m bench.sandbox_throughput
+
+# Sixty orders at once while Stripe answers in 15 s (SQLite and PostgreSQL).
+bench-ordering: install
+	$(PY) -m bench.slow_stripe
 
 # Heavier runs than `make test` (docs/reliability.md): 10,000 webhooks to two replicas,
 # 2,000 refreshes under faults, sustained load. Each prints a table and writes bench/out/.
