@@ -48,6 +48,18 @@ def test_the_built_service_wheel_has_no_sandbox_module(tmp_path: Path) -> None:
     assert "basketball_api" in tops
 
 
+def test_the_sandbox_wheel_carries_its_parameter_grammar(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT / "sandbox"),
+         "-w", str(tmp_path)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("basketball_stripe_sandbox-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"stripe_sandbox/param_spec.json", "stripe_sandbox/grammar.py"} <= names
+    assert not any(n.startswith("basketball_api/") for n in names)
+
+
 def test_the_service_imports_and_builds_its_app_without_the_sandbox() -> None:
     # Skipped: the demo (it drives the sandbox, and the CLI checks first), the entry point
     # and the Alembic scripts (they run only inside Alembic).

@@ -35,6 +35,12 @@ OPTIONAL: dict[str, frozenset[str]] = {
     "Session.CustomField": frozenset({"dropdown", "numeric", "text"}),
     "Session.NameCollection": frozenset({"business", "individual"}),
     "Session.PaymentMethodOptions": frozenset({"*"}),
+    "Session.PaymentMethodOptions.Card": frozenset({
+        "capture_method", "installments", "request_extended_authorization",
+        "request_incremental_authorization", "request_multicapture", "request_overcapture",
+        "restrictions", "setup_future_usage", "statement_descriptor_suffix_kana",
+        "statement_descriptor_suffix_kanji",
+    }),
     "Session.ShippingCost": frozenset({"taxes"}),
     "Session.TotalDetails": frozenset({"breakdown"}),
     "Session.WalletOptions": frozenset({"link"}),
@@ -168,6 +174,8 @@ def raw(server: BackgroundServer) -> dict[str, Any]:
             "allowed_payment_method_types[0]": "card", "tax_id_collection[enabled]": "true",
             "excluded_payment_method_types[0]": "klarna", "integration_identifier": "web",
             "shipping_address_collection[allowed_countries][0]": "FR",
+            "payment_method_options[card][setup_future_usage]": "on_session",
+            "payment_method_options[card][statement_descriptor_suffix_kana]": "CLUB",
         }  # fmt: skip
         with_options = dict(
             http.post(

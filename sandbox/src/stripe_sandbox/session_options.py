@@ -196,6 +196,9 @@ def session_fields(params: Params, session_id: str, secret: str) -> dict[str, An
     for name in ECHOED:
         if _given(params, name):
             out[name] = _value(params, name)
+    card = (out.get("payment_method_options") or {}).get("card")
+    if card is not None:  # Stripe always shows the card's 3D Secure choice
+        out["payment_method_options"]["card"] = {"request_three_d_secure": "automatic", **card}
     if "allowed_payment_method_types" in out:
         out["payment_method_types"] = list(out["allowed_payment_method_types"])
     if _given(params, "automatic_tax"):
