@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--public-url", default=None, help="base URL of the hosted pages")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
     parser.add_argument("--rate-limit", type=float, default=None, help="requests/s per endpoint")
+    parser.add_argument(
+        "--purged-event-cursor",
+        choices=("error", "empty"),
+        default="error",
+        help="answer to an events cursor purged after 30 days: a 400 or an empty page",
+    )
     args = parser.parse_args(argv)
     serve(
         args.host,
@@ -33,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             public_url=args.public_url,
             latency_seconds=args.latency,
             rate_limit_per_second=args.rate_limit,
+            purged_event_cursor=args.purged_event_cursor,
         ),
     )
 
