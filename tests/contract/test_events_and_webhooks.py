@@ -131,7 +131,8 @@ def test_bad_event_list_requests_are_refused(
 ) -> None:
     with pytest.raises(stripe.InvalidRequestError) as caught:
         client.v1.events.list(params=params)  # type: ignore[arg-type]
-    assert caught.value.http_status == 400
+    # Stripe documents the error type, not the status, for a cursor naming no event.
+    assert caught.value.http_status in ((400, 404) if "starting_after" in params else (400,))
 
 
 def test_webhooks_are_signed_as_stripe_documents(
