@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any
@@ -36,16 +37,32 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+#: Stripe's bounds on a Checkout Session's lifetime, measured by Stripe's clock on receipt.
+STRIPE_MIN_LIFETIME_SECONDS = 30 * 60
+STRIPE_MAX_LIFETIME_SECONDS = 24 * 3600
+#: Stripe's clock is known only to the second (its ``Date`` header), and the request reaches
+#: Stripe after network time, rate-limit backoff and SDK retries: a link asked to live exactly
+#: the 30-minute minimum was refused 19 times in 20. A minute's margin covers all of that.
+EXPIRY_MARGIN_SECONDS = 60
+
+
+def expires_at_for(lifetime: int, stripe_now: float) -> int | None:
+    """The ``expires_at`` to send for a link meant to live ``lifetime`` seconds (None: Stripe's
+    default of 24 hours). Stripe accepts it however late within the margin the request lands:
+    it lives ``lifetime`` to ``lifetime`` + margin, and never asks for more than 24 hours."""
+    if lifetime >= STRIPE_MAX_LIFETIME_SECONDS:
+        return None
+    latest = math.floor(stripe_now) + STRIPE_MAX_LIFETIME_SECONDS - EXPIRY_MARGIN_SECONDS
+    return min(math.ceil(stripe_now) + lifetime + EXPIRY_MARGIN_SECONDS, latest)
+
+
 def checkout_params(
     gateway: StripeGateway, settings: Settings, order: Order, product: Product
 ) -> dict[str, Any]:
     """The arguments of :meth:`StripeGateway.create_checkout_session` for ``order``: computed
     once, so a call whose answer was lost can be asked again with exactly the same ones."""
     base = settings.public_base_url.rstrip("/")
-    lifetime = settings.checkout_expires_after_seconds
-    expires_at = None
-    if lifetime < 24 * 3600:
-        expires_at = int(gateway.stripe_now()) + lifetime
+    expires_at = expires_at_for(settings.checkout_expires_after_seconds, gateway.stripe_now())
     return {
         "order_id": order.id,
         "category": product.category.value,
@@ -77,3 +94,17 @@ class ThreadStripe:
 
     def retrieve_session(self, session_id: str) -> SessionSnapshot:
         return anyio.from_thread.run(self._gateway.retrieve_session, session_id)
+
+    def list_open_sessions(self, created_gte: int) -> list[SessionSnapshot]:
+        latest = int(self._gateway.stripe_now()) + 3600
+        return anyio.from_thread.run(
+            partial(
+                self._gateway.list_sessions,
+                created_gte=created_gte,
+                created_lte=latest,
+                status="open",
+            )
+        )
+
+    def stripe_now(self) -> float:
+        return self._gateway.stripe_now()
