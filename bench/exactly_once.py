@@ -9,11 +9,13 @@ What it does, for each mode (``steady``, then ``kill``):
 
 - a fresh PostgreSQL database (Alembic), a Stripe sandbox in a thread (the replicas' refreshers
   talk to it), two ``basketball-api serve`` processes with the same ``STRIPE_WEBHOOK_SECRET``;
-- pending orders created through ``POST /orders`` (no checkout link: events name the order by
-  ``client_reference_id``), one per scenario: paid; link expired (stays pending); link expired
+- pending orders created through ``POST /orders`` (no checkout link; the sessions the events
+  carry are then recorded as the orders' own links, with the orders' amount), one per
+  scenario: paid; link expired (stays pending); link expired
   then reissued and paid (both events, any order: *expired after completed* and *completed
   after expired*); delayed payment that succeeds or fails (``completed`` unpaid plus
-  ``async_payment_*``, any order); paid after the order was cancelled (stays cancelled);
+  ``async_payment_*``, any order); paid after the order was cancelled (stays cancelled, the
+  payment needs review);
   plus events of an unrelated type;
 - ``deliveries`` signed events of which ``duplicates`` are redeliveries of an earlier event,
   shuffled; half of the duplicates sit next to their original and go to the *other* replica,
@@ -47,7 +49,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
-from tests.fakes import session_event, sign
+from tests.fakes import own_links, session_event, sign
 from tests.procs import ApiProcess, api_processes, temporary_postgres
 
 from basketball_api.db import make_engine, make_session_factory
@@ -102,10 +104,17 @@ class Outcome:
         return not self.problems
 
 
-def _events_for(scenario: str, order_id: int, run: str, n: int) -> list[dict[str, Any]]:
+def _sessions_of(scenario: str, run: str, n: int) -> tuple[str, ...]:
+    s1, s2 = f"cs_{run}_{n}_a", f"cs_{run}_{n}_b"
+    return (s1, s2) if scenario == "reissued_then_paid" else (s1,)
+
+
+def _events_for(
+    scenario: str, order_id: int, run: str, n: int, money: dict[str, Any]
+) -> list[dict[str, Any]]:
     def evt(i: int, kind: str, session: str, **kw: Any) -> dict[str, Any]:
         return session_event(
-            f"evt_{run}_{n}_{i}", kind, session_id=session, order_id=order_id, **kw
+            f"evt_{run}_{n}_{i}", kind, session_id=session, order_id=order_id, **money, **kw
         )
 
     s1, s2 = f"cs_{run}_{n}_a", f"cs_{run}_{n}_b"
@@ -172,8 +181,29 @@ async def _create_orders(api: ApiProcess, scenarios: list[str], concurrency: int
     return ids
 
 
+def _link_sessions(
+    database_url: str, scenarios: list[str], order_ids: list[int], run: str
+) -> dict[str, Any]:
+    """Record each order's sessions as its own links; returns what they charge (one product)."""
+    engine = make_engine(database_url)
+    money: dict[str, Any] = {}
+    try:
+        factory = make_session_factory(engine)
+        for n, (scenario, order_id) in enumerate(zip(scenarios, order_ids, strict=True)):
+            if scenario != "unrelated":
+                money = own_links(factory, order_id, *_sessions_of(scenario, run, n))
+    finally:
+        engine.dispose()
+    return money
+
+
 def build_plan(
-    scenarios: list[str], order_ids: list[int], deliveries: int, rng: random.Random, run: str
+    scenarios: list[str],
+    order_ids: list[int],
+    deliveries: int,
+    rng: random.Random,
+    run: str,
+    money: dict[str, Any],
 ) -> Plan:
     plan = Plan()
     for n, (scenario, order_id) in enumerate(zip(scenarios, order_ids, strict=True)):
@@ -187,7 +217,7 @@ def build_plan(
             plan.events[event["id"]] = event
             continue
         plan.orders[order_id] = scenario
-        for event in _events_for(scenario, order_id, run, n):
+        for event in _events_for(scenario, order_id, run, n, money):
             plan.events[event["id"]] = event
     ids = list(plan.events)
     firsts = [(i, rng.randrange(2)) for i in ids]
@@ -305,7 +335,8 @@ def run_mode(
         ) as replicas:
             scenarios = plan_events(deliveries, duplicate_share, rng)
             order_ids = asyncio.run(_create_orders(replicas[0], scenarios, concurrency))
-            plan = build_plan(scenarios, order_ids, deliveries, rng, run)
+            money = _link_sessions(database_url, scenarios, order_ids, run)
+            plan = build_plan(scenarios, order_ids, deliveries, rng, run, money)
             started = time.perf_counter()
             kill_at = len(plan.deliveries) // 2 if mode == "kill" else None
             answers, failed = asyncio.run(_deliver(plan, replicas, concurrency, kill_at))

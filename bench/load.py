@@ -33,9 +33,11 @@ from pathlib import Path
 
 import httpx
 import psutil
-from tests.fakes import session_event, sign
+from tests.fakes import own_links, session_event, sign
 from tests.procs import ApiProcess, start_api, start_sandbox, temporary_postgres
 from tests.standard_catalogue import migrate_with_catalogue
+
+from basketball_api.db import make_engine, make_session_factory
 
 SECRET = "whsec_load_0123456789"
 
@@ -147,6 +149,12 @@ def run(args: argparse.Namespace, database_url: str, workdir: Path) -> tuple[lis
             log_format="json",
         )
         order_ids = asyncio.run(create_orders(api.url, args.distinct))
+        engine = make_engine(database_url)
+        try:  # the sessions the events carry are the orders' own links
+            factory = make_session_factory(engine)
+            money = [own_links(factory, oid, f"cs_l{i}") for i, oid in enumerate(order_ids)]
+        finally:
+            engine.dispose()
         payloads = [
             json.dumps(
                 session_event(
@@ -154,6 +162,7 @@ def run(args: argparse.Namespace, database_url: str, workdir: Path) -> tuple[lis
                     "checkout.session.completed",
                     session_id=f"cs_l{i}",
                     order_id=oid,
+                    **money[i],
                 )
             ).encode()
             for i, oid in enumerate(order_ids)

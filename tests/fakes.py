@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
 from basketball_api.stripe_gateway import (
     EventPage,
     SessionEvent,
@@ -101,8 +105,24 @@ def session_event(
     order_id: int,
     status: str = "complete",
     payment_status: str = "paid",
+    amount_total: int | None = None,
+    currency: str | None = None,
+    recovered_from: str | None = None,
 ) -> dict[str, object]:
-    """A Stripe event carrying a Checkout Session snapshot."""
+    """A Stripe event carrying a Checkout Session snapshot.
+
+    A payment applies only to an order whose own link the session is (see :func:`own_links`)
+    and only with the order's amount and currency.
+    """
+    extra = {
+        k: v
+        for k, v in (
+            ("amount_total", amount_total),
+            ("currency", currency),
+            ("recovered_from", recovered_from),
+        )
+        if v is not None
+    }
     return {
         "id": event_id,
         "object": "event",
@@ -118,6 +138,40 @@ def session_event(
                 "created": 1_800_000_000,
                 "expires_at": 1_800_086_400,
                 "metadata": {"order_id": str(order_id)},
+                **extra,
             }
         },
     }
+
+
+def own_links(factory: sessionmaker[Session], order_id: int, *session_ids: str) -> dict[str, Any]:
+    """Make ``session_ids`` the order's links (the last one current), as creating their
+    Checkout Sessions would; returns the ``amount_total``/``currency`` its sessions carry."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from basketball_api.db import transaction
+    from basketball_api.models import CheckoutLink, Order
+    from basketball_api.orders import attach_session
+
+    with transaction(factory) as db:
+        order = db.get(Order, order_id)
+        assert order is not None
+        for sid in session_ids:
+            db.execute(  # a reissue retires the link it replaces
+                update(CheckoutLink)
+                .where(CheckoutLink.order_id == order_id)
+                .values(replaced_at=datetime.now(UTC))
+            )
+            attach_session(
+                db, order, SessionSnapshot(sid, "open", "unpaid", 1_800_000_000, 1_800_086_400)
+            )
+            db.flush()
+        return {"amount_total": order.amount, "currency": order.currency}
+
+
+def app_sessions(client: Any) -> sessionmaker[Session]:
+    """The session factory of a running app (a ``TestClient`` inside its ``with``)."""
+    factory: sessionmaker[Session] = client.app.state.services.sessions
+    return factory

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from bench.exactly_once import run_mode
 from fastapi.testclient import TestClient
-from tests.fakes import session_event, sign
+from tests.fakes import app_sessions, own_links, session_event, sign
 from tests.procs import temporary_postgres
 
 from basketball_api.app import create_app
@@ -126,9 +126,10 @@ def test_out_of_order_events_end_in_the_right_state(
     client: TestClient, events: list[tuple[str, str, dict[str, str]]], final: str
 ) -> None:
     order_id = new_order(client)
+    money = own_links(app_sessions(client), order_id, "cs_a", "cs_b")
     for i, (kind, session, extra) in enumerate(events):
         event = session_event(
-            f"evt_order_{i}", kind, session_id=f"cs_{session}", order_id=order_id, **extra
+            f"evt_order_{i}", kind, session_id=f"cs_{session}", order_id=order_id, **money, **extra
         )
         assert deliver(client, event) == "applied"
         assert deliver(client, event) == "duplicate"  # and a retry of each changes nothing
@@ -159,9 +160,13 @@ def test_concurrent_copies_of_one_event_apply_once(database_url: str) -> None:
                 "create_checkout": False,
             }
             ids.append(http.post("/orders", json=body).json()["id"])
+        factory = app.state.services.sessions
+        money = [own_links(factory, oid, f"cs_c{i}") for i, oid in enumerate(ids)]
         payloads = [
             json.dumps(
-                session_event(f"evt_copy_{i}", COMPLETED, session_id=f"cs_c{i}", order_id=oid)
+                session_event(
+                    f"evt_copy_{i}", COMPLETED, session_id=f"cs_c{i}", order_id=oid, **money[i]
+                )
             ).encode()
             for i, oid in enumerate(ids)
         ]

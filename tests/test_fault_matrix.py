@@ -400,8 +400,8 @@ def world_for(case: Case, request: pytest.FixtureRequest, tmp_path: Path) -> Ite
     engine = make_engine(direct.render_as_string(hide_password=False))
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            "TRUNCATE order_access_tokens, checkout_links, orders, processed_webhook_events"
-            " RESTART IDENTITY"
+            # CASCADE: every table that refers to orders (links, reviews, …) goes too
+            "TRUNCATE orders, processed_webhook_events RESTART IDENTITY CASCADE"
         )
     engine.dispose()
     proxy = TcpProxy(direct.host or "127.0.0.1", direct.port or 5432)

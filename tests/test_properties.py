@@ -274,8 +274,8 @@ def fresh_database(engine: str, request: pytest.FixtureRequest, template: Path) 
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(
-                "TRUNCATE order_access_tokens, checkout_links, orders, processed_webhook_events"
-                " RESTART IDENTITY"
+                # CASCADE: every table that refers to orders (links, reviews, …) goes too
+                "TRUNCATE orders, processed_webhook_events RESTART IDENTITY CASCADE"
             )
     finally:
         engine.dispose()

@@ -60,6 +60,15 @@ class FakeCheckout:
             self.sessions[sid] = snap
         return snap
 
+    def list_open_sessions(self, created_gte: int) -> list[SessionSnapshot]:
+        with self._lock:
+            return [
+                s for s in self.sessions.values() if s.status == "open" and s.created >= created_gte
+            ]
+
+    def stripe_now(self) -> float:
+        return NOW
+
     def expire_session(self, session_id: str) -> SessionSnapshot:
         with self._lock:
             snap = replace(

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from tests.fakes import session_event, sign
+from tests.fakes import app_sessions, own_links, session_event, sign
 from tests.procs import start_api
 
 from basketball_api import access, admin
@@ -78,9 +78,10 @@ def refusals(client: TestClient, reason: str) -> float:
 # -- signatures beyond the basics -----------------------------------------------------------------
 
 
-def completed_payload(order_id: int, event_id: str = "evt_sec") -> bytes:
+def completed_payload(client: TestClient, order_id: int, event_id: str = "evt_sec") -> bytes:
+    money = own_links(app_sessions(client), order_id, "cs_sec")
     event = session_event(
-        event_id, "checkout.session.completed", session_id="cs_sec", order_id=order_id
+        event_id, "checkout.session.completed", session_id="cs_sec", order_id=order_id, **money
     )
     return json.dumps(event).encode()
 
@@ -93,7 +94,7 @@ def test_a_signature_dated_in_the_future_is_refused_beyond_the_tolerance(
     client: TestClient, ahead: int, status: int, reason: str | None
 ) -> None:
     order_id = pending_order(client)
-    payload = completed_payload(order_id)
+    payload = completed_payload(client, order_id)
     r = post_webhook(client, payload, sign(payload, SECRET, int(time.time()) + ahead))
     assert r.status_code == status, r.text
     expected = "pending" if reason else "paid"
@@ -114,7 +115,7 @@ def test_a_signature_dated_in_the_future_is_refused_beyond_the_tolerance(
 )
 def test_a_body_altered_after_signing_is_refused(client: TestClient, alter: Any) -> None:
     order_id = pending_order(client)
-    payload = completed_payload(order_id)
+    payload = completed_payload(client, order_id)
     header = sign(payload, SECRET)
     r = post_webhook(client, alter(payload), header)
     assert (r.status_code, r.json()["code"]) == (400, "bad_signature")
@@ -135,7 +136,7 @@ def test_a_body_altered_after_signing_is_refused(client: TestClient, alter: Any)
 )
 def test_forged_signature_headers_are_refused(client: TestClient, header: Any) -> None:
     order_id = pending_order(client)
-    payload = completed_payload(order_id)
+    payload = completed_payload(client, order_id)
     r = post_webhook(client, payload, header(payload))
     assert (r.status_code, r.json()["code"]) == (400, "bad_signature")
     assert client.get(f"/orders/{order_id}", headers=OPERATOR).json()["status"] == "pending"
@@ -188,6 +189,7 @@ def test_odd_client_reference_ids_find_nothing_and_fail_nothing(
 ) -> None:
     event = session_event("evt_ref", "checkout.session.completed", session_id="cs_r", order_id=1)
     event["data"]["object"]["client_reference_id"] = reference  # type: ignore[index]
+    del event["data"]["object"]["metadata"]  # type: ignore[index]
     payload = json.dumps(event).encode()
     r = post_webhook(client, payload, sign(payload, SECRET))
     assert r.json() == {"status": "ignored"}, r.text

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.fakes import session_event, sign
+from tests.fakes import app_sessions, own_links, session_event, sign
 
 from basketball_api.app import create_app
 from basketball_api.settings import Settings
@@ -35,7 +35,8 @@ def client(database_url: str) -> Iterator[TestClient]:
         yield c
 
 
-def pending_order(client: TestClient) -> int:
+def pending_order(client: TestClient, *session_ids: str) -> int:
+    """A pending order whose own links are ``session_ids`` (the last one current)."""
     body = {
         "product_id": 1,
         "parent_email": "a@example.org",
@@ -44,7 +45,14 @@ def pending_order(client: TestClient) -> int:
     }
     r = client.post("/orders", json=body)
     assert r.status_code == 201, r.text
-    return int(r.json()["id"])
+    order_id = int(r.json()["id"])
+    if session_ids:
+        own_links(app_sessions(client), order_id, *session_ids)
+    return order_id
+
+
+#: What product 1's order (quantity 1) costs: a session carrying it pays the order.
+MONEY = {"amount_total": 15000, "currency": "usd"}
 
 
 def deliver(client: TestClient, event: dict[str, object], secret: str = SECRET, **kw: int):
@@ -61,9 +69,9 @@ def metric_line(client: TestClient, prefix: str) -> str:
 
 
 def test_completed_and_paid_marks_the_order_paid_once(client: TestClient) -> None:
-    order_id = pending_order(client)
+    order_id = pending_order(client, "cs_x")
     event = session_event(
-        "evt_1", "checkout.session.completed", session_id="cs_x", order_id=order_id
+        "evt_1", "checkout.session.completed", session_id="cs_x", order_id=order_id, **MONEY
     )
     first = deliver(client, event)
     again = deliver(client, event)
@@ -76,7 +84,7 @@ def test_completed_and_paid_marks_the_order_paid_once(client: TestClient) -> Non
 
 
 def test_expired_session_leaves_the_order_pending(client: TestClient) -> None:
-    order_id = pending_order(client)
+    order_id = pending_order(client, "cs_y")
     event = session_event(
         "evt_2",
         "checkout.session.expired",
@@ -90,18 +98,23 @@ def test_expired_session_leaves_the_order_pending(client: TestClient) -> None:
 
 
 def test_async_payment_paths(client: TestClient) -> None:
-    order_id = pending_order(client)
+    order_id = pending_order(client, "cs_z")
     unpaid = session_event(
         "evt_3",
         "checkout.session.completed",
         session_id="cs_z",
         order_id=order_id,
         payment_status="unpaid",
+        **MONEY,
     )
     deliver(client, unpaid)
     assert client.get(f"/orders/{order_id}").json()["status"] == "pending"
     succeeded = session_event(
-        "evt_4", "checkout.session.async_payment_succeeded", session_id="cs_z", order_id=order_id
+        "evt_4",
+        "checkout.session.async_payment_succeeded",
+        session_id="cs_z",
+        order_id=order_id,
+        **MONEY,
     )
     deliver(client, succeeded)
     assert client.get(f"/orders/{order_id}").json()["status"] == "paid"
@@ -128,10 +141,11 @@ def test_bad_signatures_are_refused_and_counted(
 
 
 def test_rotated_secret_with_several_v1_values_is_accepted(client: TestClient) -> None:
-    order_id = pending_order(client)
-    payload = json.dumps(
-        session_event("evt_5", "checkout.session.completed", session_id="cs_r", order_id=order_id)
-    ).encode()
+    order_id = pending_order(client, "cs_r")
+    event = session_event(
+        "evt_5", "checkout.session.completed", session_id="cs_r", order_id=order_id, **MONEY
+    )
+    payload = json.dumps(event).encode()
     t = int(time.time())
     good = sign(payload, SECRET, t).split(",")[1]
     header = f"t={t},v1={'0' * 64},{good}"

@@ -3,6 +3,8 @@ and tears them down in reverse. Nothing happens at import time."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -16,6 +18,7 @@ from basketball_api import (
     catalogue_admin,
     ordering,
     paylink,
+    payments,
     recovery,
     routes,
     treasurer_admin,
@@ -63,12 +66,21 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
         app.state.services = Services(settings, metrics, factory, gateway, refresher)
         freeze_startup_objects()  # no 100 ms garbage-collector stalls mid-refresh
         metrics.up.set(1)
+        upkeep: asyncio.Task[None] | None = None
         if start_refresher:
             refresher.start()
+            upkeep = asyncio.create_task(
+                payments.upkeep(factory, gateway, metrics, settings.refresh_interval_seconds),
+                name="payments-upkeep",
+            )
         try:
             yield
         finally:
             metrics.up.set(0)
+            if upkeep is not None:
+                upkeep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await upkeep
             await refresher.stop()
             await ordering.drain(within_seconds=10)
             await gateway.aclose()

@@ -112,6 +112,12 @@ class Metrics:
         )
         for reason in ORDER_CREATION_FAILURE_REASONS:
             self.order_creation_failures.labels(reason=reason)
+        self.payments_needing_review = Gauge(
+            "basketball_api_payments_needing_review",
+            "Payments Stripe took that no order could take, open for an operator, by reason.",
+            ["reason"],
+            registry=r,
+        )
         for result in ("success", "error"):
             self.refreshes.labels(result=result)
         for reason in WEBHOOK_ERROR_REASONS:
@@ -133,6 +139,11 @@ class Metrics:
             self.expired.labels(category=category).set(expired.get(category, 0))
             self.completed.labels(category=category).set(completed.get(category, 0))
             self.open.labels(category=category).set(open_.get(category, 0))
+
+    def publish_reviews(self, counts: dict[str, int]) -> None:
+        """Set every reason of the review gauge (0 when none), from one count query."""
+        for reason, n in counts.items():
+            self.payments_needing_review.labels(reason=reason).set(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

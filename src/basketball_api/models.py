@@ -49,12 +49,12 @@ class OrderStatus(enum.StrEnum):
     cancelled = "cancelled"
 
 
-def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
+def _enum(cls: type[enum.StrEnum], name: str, length: int = 16) -> Enum:
     return Enum(
         cls,
         name=name,
         native_enum=False,
-        length=16,
+        length=length,
         create_constraint=True,
         values_callable=lambda e: [m.value for m in e],
         validate_strings=True,
@@ -115,6 +115,8 @@ class Order(Base):
         DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now()
     )
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The Checkout Session whose payment was applied (null for older orders and by-hand ones).
+    paid_by_session_id: Mapped[str | None] = mapped_column(String(255))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     product: Mapped[Product] = relationship(lazy="joined")
@@ -144,6 +146,8 @@ class CheckoutLink(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     replaced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set on a session Stripe created from one of the order's expired links (recovery URL).
+    recovered_from: Mapped[str | None] = mapped_column(String(255))
 
 
 class OrderAccessToken(Base):
@@ -160,3 +164,62 @@ class OrderAccessToken(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     purpose: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewReason(enum.StrEnum):
+    """Why a payment could not be applied to an order (the gauge's ``reason`` label)."""
+
+    unknown_order = "unknown_order"  # not paid through any order's own link
+    cancelled_order = "cancelled_order"
+    already_paid = "already_paid"  # the order was paid otherwise (by hand, or before records)
+    second_payment = "second_payment"  # another of the order's own links paid it already
+    amount_mismatch = "amount_mismatch"
+    currency_mismatch = "currency_mismatch"
+
+
+class Resolution(enum.StrEnum):
+    """What an operator did about a payment needing review."""
+
+    applied = "applied"  # applied by hand to a pending order
+    refunded = "refunded"  # refunded in Stripe
+    dismissed = "dismissed"  # not the club's money (another integration's sale)
+
+
+class PaymentNeedingReview(Base):
+    """Money Stripe took that no order could take: kept, counted and listed until an operator
+    resolves it. One row per Checkout Session (a repeated event finds the row it made)."""
+
+    __tablename__ = "payments_needing_review"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stripe_checkout_session_id: Mapped[str] = mapped_column(String(255), unique=True)
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    stripe_event_id: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[ReviewReason] = mapped_column(_enum(ReviewReason, "review_reason", 24))
+    # The order the session belongs to or names (null when it names none that exists).
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    claimed_reference: Mapped[str | None] = mapped_column(String(255))
+    amount_total: Mapped[int | None] = mapped_column(Integer)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    found_via: Mapped[str] = mapped_column(String(24))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_by: Mapped[str | None] = mapped_column(String(100))
+    resolution: Mapped[Resolution | None] = mapped_column(_enum(Resolution, "review_resolution"))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class LinkToExpire(Base):
+    """A live link that must stop being payable (its order was paid through another, or it
+    was replaced): expired at Stripe after the commit, retried by the upkeep loop until done."""
+
+    __tablename__ = "links_to_expire"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stripe_checkout_session_id: Mapped[str] = mapped_column(String(255), unique=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    cause: Mapped[str] = mapped_column(String(24))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(100))
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -70,6 +70,8 @@ class CheckoutCreator(Protocol):
     def create_checkout_session(self, order: Order, product: Product) -> SessionSnapshot: ...
     def expire_session(self, session_id: str) -> SessionSnapshot: ...
     def retrieve_session(self, session_id: str) -> SessionSnapshot: ...
+    def list_open_sessions(self, created_gte: int) -> list[SessionSnapshot]: ...
+    def stripe_now(self) -> float: ...
 
 
 def epoch(moment: datetime | None) -> int:
@@ -85,13 +87,28 @@ def from_epoch(seconds: int) -> datetime:
 
 
 def get_order(db: Session, order_id: int, *, for_update: bool = False) -> Order:
+    """The order; ``for_update`` locks it until the transaction ends, on both databases."""
     stmt = select(Order).where(Order.id == order_id)
     if for_update:
+        lock_order(db, order_id)
         stmt = stmt.with_for_update(of=Order)
     order = db.scalars(stmt).first()
     if order is None:
         raise NotFound(f"order {order_id} does not exist")
     return order
+
+
+def lock_order(db: Session, order_id: int) -> None:
+    """SQLite ignores ``FOR UPDATE``: a no-op write takes its (database-wide) write lock now,
+    so concurrent writers of one order queue instead of both acting on what they read.
+    PostgreSQL locks the row with ``FOR UPDATE`` in :func:`get_order`."""
+    if db.get_bind().dialect.name == "sqlite":
+        db.execute(
+            update(Order)
+            .where(Order.id == order_id)
+            .values(status=Order.status)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def attach_session(db: Session, order: Order, snapshot: SessionSnapshot) -> None:

@@ -11,6 +11,7 @@ import structlog
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from basketball_api import payments
 from basketball_api.errors import Conflict
 from basketball_api.knowledge import SessionKnowledge, SessionState
 from basketball_api.models import CheckoutLink, Order, OrderStatus, Product
@@ -159,7 +160,6 @@ def reissue_link(db: Session, stripe: CheckoutCreator, order_id: int) -> Reissue
     order points at the link we saw (compare-and-swap), and any session created but not kept is
     expired, so no order is ever left with two live links.
     """
-    _lock_order(db, order_id)
     order = get_order(db, order_id, for_update=True)
     if order.status != OrderStatus.pending:
         raise Conflict(f"order {order_id} is {order.status.value}; only pending orders get links")
@@ -171,6 +171,7 @@ def reissue_link(db: Session, stripe: CheckoutCreator, order_id: int) -> Reissue
             return Reissued(order, False, old)
         if current.status == "complete":
             raise Conflict(f"order {order_id} was paid at Stripe; it needs healing, not a link")
+    payments.expire_open_recoveries(db, stripe, order)
     fresh = stripe.create_checkout_session(order, order.product)
     try:
         result = db.execute(
@@ -198,19 +199,6 @@ def reissue_link(db: Session, stripe: CheckoutCreator, order_id: int) -> Reissue
             return Reissued(get_order(db, order_id), False, old)
         raise
     return Reissued(order, True, old, current.recovery_url if current is not None else None)
-
-
-def _lock_order(db: Session, order_id: int) -> None:
-    """SQLite ignores ``FOR UPDATE``: a no-op write takes its (database-wide) write lock now,
-    so concurrent reissues queue instead of each creating a session. PostgreSQL locks the row
-    with ``FOR UPDATE`` in :func:`get_order`."""
-    if db.get_bind().dialect.name == "sqlite":
-        db.execute(
-            update(Order)
-            .where(Order.id == order_id)
-            .values(status=Order.status)
-            .execution_options(synchronize_session=False)
-        )
 
 
 def _retire(db: Session, order: Order, old: SessionSnapshot) -> None:

@@ -88,6 +88,10 @@ class SessionSnapshot:
     client_reference_id: str | None = None
     recovery_url: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    amount_total: int | None = None
+    currency: str | None = None
+    recovered_from: str | None = None
+    payment_intent: str | None = None
 
     @classmethod
     def from_stripe(cls, obj: Any) -> SessionSnapshot:
@@ -104,6 +108,10 @@ class SessionSnapshot:
             client_reference_id=data.get("client_reference_id"),
             recovery_url=recovery,
             metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+            amount_total=_int_or_none(data.get("amount_total")),
+            currency=_str_or_none(data.get("currency")),
+            recovered_from=_str_or_none(data.get("recovered_from")),
+            payment_intent=_id_of(data.get("payment_intent")),
         )
 
 
@@ -459,6 +467,19 @@ def _event(e: Mapping[str, Any]) -> SessionEvent:
         created=int(e.get("created") or 0),
         session=SessionSnapshot.from_stripe(e["data"]["object"]),
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _id_of(value: Any) -> str | None:
+    """An expandable field's id, whether Stripe sent the id or the expanded object."""
+    return _str_or_none(value.get("id") if isinstance(value, Mapping) else value)
 
 
 def _path_safe(object_id: str) -> str:

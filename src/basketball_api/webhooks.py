@@ -17,15 +17,13 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from basketball_api import access
+from basketball_api import access, payments
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep
-from basketball_api.models import Order, OrderStatus, ProcessedWebhookEvent
-from basketball_api.orders import InvalidTransition, transition
+from basketball_api.models import ProcessedWebhookEvent
 from basketball_api.stripe_gateway import SessionSnapshot
 
 log = structlog.get_logger("basketball_api.webhooks")
@@ -52,9 +50,10 @@ class WebhookRefused(Exception):
 
 @dataclass(frozen=True)
 class Applied:
-    result: str  # applied | duplicate | ignored
+    result: str  # applied | needs_review | duplicate | ignored
     category: str | None = None
     order_pending: bool = False
+    settled: payments.Settlement | None = None
 
 
 async def verified_event(request: Request, services: ServicesDep) -> dict[str, Any]:
@@ -144,40 +143,16 @@ def apply_event(factory: sessionmaker[Session], event: dict[str, Any]) -> Applie
 def _apply(db: Session, event: dict[str, Any]) -> Applied:
     kind = event["type"]
     obj = (event.get("data") or {}).get("object") or {}
-    if kind not in HANDLED or obj.get("object") != "checkout.session":
+    if kind not in HANDLED or obj.get("object") != "checkout.session" or not obj.get("id"):
         return Applied("ignored")
-    order = _find_order(db, obj)
-    if order is None:
-        log.info("webhook_unknown_order", event_id=event["id"], type=kind)
-        return Applied("ignored")
-    category = order.product.category.value
-    paid = kind == "checkout.session.async_payment_succeeded" or (
-        kind == "checkout.session.completed" and obj.get("payment_status") == "paid"
+    settled = payments.settle(
+        db, SessionSnapshot.from_stripe(obj), via="webhook", event_id=event["id"]
     )
-    if paid:
-        try:
-            transition(order, OrderStatus.paid, cause=kind)
-        except InvalidTransition:
-            # Money arrived for a cancelled order: keep the record, tell the operators.
-            log.warning("payment_for_cancelled_order", order_id=order.id, event_id=event["id"])
-            return Applied("ignored", category, False)
+    if settled.outcome == payments.Outcome.not_ours:
+        return Applied("ignored")
     # checkout.session.expired leaves the order pending: a dead link is what the gauge counts.
-    is_current = order.stripe_checkout_session_id == obj.get("id")
-    return Applied("applied", category, order.status == OrderStatus.pending and is_current)
-
-
-def _find_order(db: Session, session: dict[str, Any]) -> Order | None:
-    conditions = [Order.stripe_checkout_session_id == session.get("id")]
-    reference = session.get("client_reference_id")
-    if (
-        isinstance(reference, str)
-        and reference.isascii()
-        and reference.isdigit()
-        and len(reference) < 19
-    ):
-        conditions.append(Order.id == int(reference))
-    stmt = select(Order).where(or_(*conditions)).with_for_update(of=Order)
-    return db.scalars(stmt).first()
+    result = "needs_review" if settled.outcome == payments.Outcome.needs_review else "applied"
+    return Applied(result, settled.category, settled.pending_behind_it, settled)
 
 
 @router.post("/webhooks/stripe", tags=["webhooks"])
@@ -196,8 +171,12 @@ async def stripe_webhook(
         raise WebhookRefused(500, "processing_error", "event not applied; Stripe will retry") from e
     kind = event["type"] if event["type"] in HANDLED else "other"  # a bounded label
     services.metrics.webhook_events.labels(type=kind, result=applied.result).inc()
-    if applied.result == "applied" and applied.category is not None:
+    if applied.result != "duplicate" and applied.category is not None:
         _observe(services, event, applied)
+    if applied.settled is not None:
+        await payments.after_commit(
+            services.sessions, services.gateway, services.metrics, applied.settled
+        )
     return {"status": applied.result}
 
 
