@@ -49,8 +49,8 @@ def _truncate(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            "TRUNCATE order_access_tokens, checkout_links, payments_needing_review, links_to_expire,"
-            " orders, processed_webhook_events, products RESTART IDENTITY"
+            "TRUNCATE order_access_tokens, checkout_links, payments_needing_review,"
+            " links_to_expire, orders, processed_webhook_events, products RESTART IDENTITY"
         )
     engine.dispose()
 

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
+from tests.operator_page import OperatorPage
 from tests.stack import ADMIN_TOKEN, Stack, running_stack
 
 from basketball_api.app import create_app
@@ -73,7 +74,12 @@ def test_admin_is_closed_when_no_token_is_configured(tmp_path: Any) -> None:
         page = client.get("/admin")
         assert "disabled" in page.text
         assert 'name="token"' not in page.text
-        tried = client.post("/admin/login", data={"token": "anything"}, follow_redirects=False)
+        tried = client.post(
+            "/admin/login",
+            data={"token": "anything"},
+            headers={"Origin": "http://testserver"},
+            follow_redirects=False,
+        )
         assert tried.headers["location"] == "/admin?failed=true"
         assert "set-cookie" not in tried.headers
 
@@ -318,7 +324,9 @@ def test_the_page_logs_in_lists_filters_and_reissues(database_url: str) -> None:
         t1, t2 = stranded(stack, "tournament", 2)
         [m1] = stranded(stack, "monthly")
         gauge = stack.refresh()
-        with httpx.Client(base_url=stack.api_url, timeout=30) as browser:
+        with httpx.Client(
+            base_url=stack.api_url, timeout=30, headers={"Origin": stack.api_url}
+        ) as browser:
             login = browser.get("/admin")
             assert 'name="token"' in login.text
             assert rows_on(login.text) == []
@@ -331,7 +339,8 @@ def test_the_page_logs_in_lists_filters_and_reissues(database_url: str) -> None:
             assert blocked.status_code == 303
             assert len(sessions_of(stack, t1["id"])) == 1
 
-            page = browser.post("/admin/login", data={"token": ADMIN_TOKEN}, follow_redirects=True)
+            operator = OperatorPage(browser, ADMIN_TOKEN)
+            page = browser.get("/admin")
             assert page.status_code == 200
             assert totals_on(page.text) == gauge == {"tournament": 2, "monthly": 1, "jersey": 0}
             assert sorted(rows_on(page.text)) == sorted([t1["id"], t2["id"], m1["id"]])
@@ -342,7 +351,7 @@ def test_the_page_logs_in_lists_filters_and_reissues(database_url: str) -> None:
             assert rows_on(monthly.text) == [m1["id"]]
             assert totals_on(monthly.text) == gauge
 
-            done = browser.post(
+            done = operator.post(
                 f"/admin/page/orders/{t2['id']}/reissue",
                 data={"category": "tournament"},
                 follow_redirects=True,
@@ -354,7 +363,7 @@ def test_the_page_logs_in_lists_filters_and_reissues(database_url: str) -> None:
             assert old["after_expiration"]["recovery"]["url"] in done.text
             assert rows_on(done.text) == [t1["id"]]  # the tournament filter was kept
 
-            twice = browser.post(f"/admin/page/orders/{t2['id']}/reissue", follow_redirects=True)
+            twice = operator.post(f"/admin/page/orders/{t2['id']}/reissue", follow_redirects=True)
             assert "already has a live link" in twice.text
 
             stack.refresh()
@@ -362,5 +371,5 @@ def test_the_page_logs_in_lists_filters_and_reissues(database_url: str) -> None:
             assert totals_on(after.text) == {"tournament": 1, "monthly": 1, "jersey": 0}
             assert 'id="gauge"' in after.text
 
-            browser.post("/admin/logout")
+            operator.post("/admin/logout")
             assert 'name="token"' in browser.get("/admin").text

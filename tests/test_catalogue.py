@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.operator_page import OperatorPage
 from tests.stack import ADMIN_TOKEN
 from tests.test_treasurer import AUTH, offline
 
@@ -198,9 +199,8 @@ def test_the_demo_creates_its_catalogue_through_the_operator_api(
 # -- the page -----------------------------------------------------------------------------
 
 
-def logged_in(client: TestClient) -> TestClient:
-    client.post("/admin/login", data={"token": TOKEN}).raise_for_status()
-    return client
+def logged_in(client: TestClient) -> OperatorPage:
+    return OperatorPage(client, TOKEN)
 
 
 def test_the_page_adds_edits_and_takes_off_sale(client: TestClient) -> None:

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests.fakes import app_sessions, own_links, session_event, sign
-from tests.stack import Stack, running_stack
+from tests.stack import ADMIN_TOKEN, Stack, running_stack
 
 from basketball_api.app import create_app
 from basketball_api.db import make_engine, make_session_factory
@@ -218,8 +218,10 @@ def client(database_url: str) -> Iterator[TestClient]:
         stripe_webhook_secret=SECRET,
         stripe_api_base="http://127.0.0.1:9",
         stripe_max_network_retries=0,
+        admin_token=ADMIN_TOKEN,
     )
-    with TestClient(create_app(settings, start_refresher=False)) as c:
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with TestClient(create_app(settings, start_refresher=False), headers=auth) as c:
         yield c
 
 

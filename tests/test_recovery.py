@@ -221,7 +221,7 @@ def test_reissue_swaps_in_one_fresh_link_and_keeps_the_old_for_audit(
     old = order.stripe_checkout_session_id or ""
     stripe.expire_session(old)
 
-    result = reissue(factory, stripe, order.id)
+    result = reissue(factory, stripe, order.id, operator="treasurer")
 
     assert result.created
     assert result.old_session_id == old
@@ -236,7 +236,9 @@ def test_reissue_swaps_in_one_fresh_link_and_keeps_the_old_for_audit(
     assert history[1].replaced_at is None
     assert history[0].recovery_url == f"https://pay.example/r/{old}"
 
-    again = reissue(factory, stripe, order.id)  # a double click: the live link stays
+    again = reissue(
+        factory, stripe, order.id, operator="treasurer"
+    )  # a double click: the live link stays
     assert not again.created
     assert current_session(factory, order.id) == new
     assert len(stripe.sessions) == 2
@@ -249,7 +251,7 @@ def test_the_listing_offers_the_recovery_url_once_the_new_link_dies_too(
     order = new_order(factory, stripe)
     first = order.stripe_checkout_session_id or ""
     stripe.expire_session(first)
-    reissued = reissue(factory, stripe, order.id).order
+    reissued = reissue(factory, stripe, order.id, operator="treasurer").order
     stripe.expire_session(reissued.stripe_checkout_session_id or "")
 
     with transaction(factory) as db:
@@ -260,7 +262,7 @@ def test_the_listing_offers_the_recovery_url_once_the_new_link_dies_too(
 def test_an_order_without_a_link_gets_one(factory: sessionmaker[Session]) -> None:
     stripe = FakeCheckout()
     order = new_order(factory, stripe, checkout=False)
-    result = reissue(factory, stripe, order.id)
+    result = reissue(factory, stripe, order.id, operator="treasurer")
     assert result.created
     assert result.old_session_id is None
     assert stripe.open_for(order.id) == [current_session(factory, order.id)]
@@ -273,13 +275,13 @@ def test_paid_or_cancelled_orders_and_paid_sessions_get_no_link(
     paid_at_stripe = new_order(factory, stripe)
     stripe.pay(paid_at_stripe.stripe_checkout_session_id or "")
     with pytest.raises(Conflict, match="needs healing"):
-        reissue(factory, stripe, paid_at_stripe.id)
+        reissue(factory, stripe, paid_at_stripe.id, operator="treasurer")
 
     cancelled = new_order(factory, stripe)
     with transaction(factory) as db:
         db.get(Order, cancelled.id).status = OrderStatus.cancelled  # type: ignore[union-attr]
     with pytest.raises(Conflict, match="cancelled"):
-        reissue(factory, stripe, cancelled.id)
+        reissue(factory, stripe, cancelled.id, operator="treasurer")
     assert len(stripe.sessions) == 2
 
 
@@ -291,12 +293,14 @@ def test_stripe_failing_to_create_changes_nothing(factory: sessionmaker[Session]
     stripe.fail_create = StripeUnavailable("Stripe failed", "server_error")
 
     with pytest.raises(StripeUnavailable):
-        reissue(factory, stripe, order.id)
+        reissue(factory, stripe, order.id, operator="treasurer")
 
     assert current_session(factory, order.id) == old
     assert [link.replaced_at for link in links(factory, order.id)] == [None]
     stripe.fail_create = None
-    assert reissue(factory, stripe, order.id).created  # and the next try works
+    assert reissue(
+        factory, stripe, order.id, operator="treasurer"
+    ).created  # and the next try works
 
 
 @pytest.mark.parametrize("failing", ["insert", "commit"])
@@ -322,14 +326,14 @@ def test_a_database_failure_after_creation_expires_the_new_session(
     event.listen(engine, name, hook)
     try:
         with pytest.raises(OperationalError):
-            reissue(factory, stripe, order.id)
+            reissue(factory, stripe, order.id, operator="treasurer")
     finally:
         event.remove(engine, name, hook)
 
     assert current_session(factory, order.id) == old
     assert stripe.open_for(order.id) == []  # the session made for nothing is expired
     assert [s.status for s in stripe.sessions.values()] == ["expired", "expired"]
-    assert reissue(factory, stripe, order.id).created
+    assert reissue(factory, stripe, order.id, operator="treasurer").created
 
 
 def test_concurrent_reissues_make_exactly_one_session(factory: sessionmaker[Session]) -> None:
@@ -338,7 +342,9 @@ def test_concurrent_reissues_make_exactly_one_session(factory: sessionmaker[Sess
     stripe.expire_session(order.stripe_checkout_session_id or "")
 
     with ThreadPoolExecutor(6) as pool:
-        results = list(pool.map(lambda _: reissue(factory, stripe, order.id), range(6)))
+        results = list(
+            pool.map(lambda _: reissue(factory, stripe, order.id, operator="treasurer"), range(6))
+        )
 
     assert sum(r.created for r in results) == 1
     assert len(stripe.sessions) == 2  # the old one and exactly one new one

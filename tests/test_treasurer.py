@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
+from tests.operator_page import OperatorPage, csrf_of
 from tests.procs import free_port
 from tests.stack import ADMIN_TOKEN, Stack, running_stack
 from tests.test_notify import Sink
@@ -210,7 +211,7 @@ def test_the_treasurers_endpoints_need_the_operator(database_url: str) -> None:
 
 def test_the_page_filters_and_keeps_them(ledger: Any) -> None:
     client, placed = ledger
-    client.post("/admin/login", data={"token": ADMIN_TOKEN}).raise_for_status()
+    OperatorPage(client, ADMIN_TOKEN)
     page = client.get("/admin/page/orders", params={"q": "jordan", "state": "", "category": ""})
     assert page.status_code == 200
     shown = [int(x) for x in re.findall(r'<tr data-order="(\d+)"', page.text)]
@@ -228,16 +229,14 @@ def test_the_page_filters_and_keeps_them(ledger: Any) -> None:
 
 def login(stack: Stack) -> None:
     """The page's cookie on the stack's client (its bearer header stays for the JSON)."""
-    r = stack.api.post("/admin/login", data={"token": ADMIN_TOKEN}, follow_redirects=False)
-    assert r.status_code == 303
+    OperatorPage(stack.api, ADMIN_TOKEN)
 
 
 def press(stack: Stack, order_id: int, action: str, back: str = "") -> str:
     """Press a row's button; returns the notice the page shows after the redirect."""
     page = stack.api
-    r = page.post(
-        f"/admin/page/orders/{order_id}/{action}", data={"back": back}, follow_redirects=False
-    )
+    form = {"back": back, "csrf_token": csrf_of(page.get("/admin").text)}
+    r = page.post(f"/admin/page/orders/{order_id}/{action}", data=form, follow_redirects=False)
     assert r.status_code == 303, r.text
     location = r.headers["location"]
     assert location.startswith("/admin/page/orders?")
@@ -366,6 +365,10 @@ def test_the_stranded_list_tells_families_apart(database_url: str) -> None:
         assert "Riley Chen" in page
         assert "Casey Chen" in page
         # The reissue button on the stranded page says no email went out.
-        r = stack.api.post(f"/admin/page/orders/{twins[0]['id']}/reissue", follow_redirects=False)
+        r = stack.api.post(
+            f"/admin/page/orders/{twins[0]['id']}/reissue",
+            data={"csrf_token": csrf_of(page)},
+            follow_redirects=False,
+        )
         shown = stack.api.get(r.headers["location"]).text
         assert "No email was sent: email is not configured" in shown

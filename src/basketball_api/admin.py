@@ -1,70 +1,53 @@
-"""Operator endpoints (token-protected): stranded orders, reissued links, refresh now.
+"""Operator endpoints: stranded orders, reissued links, refresh now, the operator page.
 
-JSON under ``/admin/…`` takes ``Authorization: Bearer <ADMIN_TOKEN>``; the server-rendered
-page at ``/admin`` takes the same token once through a form and keeps it in a strict cookie.
+Who may call them, and how the page's session and forms are protected, is ``operators``: JSON
+under ``/admin/…`` takes an operator's bearer token; the page at ``/admin`` logs in once and
+keeps a signed, expiring session cookie, and every form carries a CSRF token.
 """
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from basketball_api import access, notify, recovery
+from basketball_api import access, notify, operators, recovery, reviews
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe
-from basketball_api.errors import DomainError, Unauthorized
+from basketball_api.errors import DomainError
 from basketball_api.metrics import CATEGORIES
 from basketball_api.models import Category, CheckoutLink
+from basketball_api.operators import FormOperator, OperatorName
+from basketball_api.operators import operator_errors as errors
 from basketball_api.orders import get_order
 from basketball_api.schemas import MAX_ID, OrderId, OrderOut
 from basketball_api.stripe_gateway import StripeFailure
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
-COOKIE = "basketball_admin"
-
-
-def _valid(services: Services, presented: str | None) -> bool:
-    token = services.settings.admin_token
-    if token is None or not presented:
-        return False
-    return hmac.compare_digest(presented.encode(), token.get_secret_value().encode())
+templates.env.globals["csrf_field"] = operators.csrf_field
 
 
 def has_page_session(request: Request, services: Services) -> bool:
-    """Whether the operator page's cookie holds the admin token."""
-    return _valid(services, request.cookies.get(COOKIE))
+    """Whether the request carries a valid operator page session (signed, unexpired)."""
+    return operators.page_session(request) is not None
 
 
-def require_token(request: Request, services: ServicesDep) -> None:
-    if services.settings.admin_token is None:
-        raise Unauthorized("admin endpoints are disabled: set ADMIN_TOKEN")
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not _valid(services, presented):
-        raise Unauthorized("a valid 'Authorization: Bearer <ADMIN_TOKEN>' header is required")
-
-
-Admin = access.operator(require_token)
-
-
-def require_page_cookie(request: Request, services: ServicesDep) -> None:
-    """The page's forms: the operator cookie, else back to the sign-in page."""
-    if not has_page_session(request, services):
-        raise HTTPException(303, "sign in first", headers={"Location": "/admin"})
-
-
-PageOperator = access.operator(require_page_cookie)
+#: The rule of every operator JSON route: an operator's bearer token (``OperatorName`` gives
+#: the operator's name for the audit log).
+Admin = access.operator(operators.operator)
+#: The rule of every operator page route: the signed page session; on POST also a same-site
+#: Origin and the session's CSRF token (``FormOperator`` gives the operator's name).
+PageOperator = access.operator(operators.operator_form)
 
 
 class StrandedOut(BaseModel):
@@ -133,7 +116,7 @@ def _stranded(services: Services, category: str | None) -> StrandedList:
     )
 
 
-@router.get("/stranded-orders", dependencies=[Admin])
+@router.get("/stranded-orders", dependencies=[Admin], responses=errors())
 async def stranded_orders(
     services: ServicesDep, category: Annotated[Category | None, Query()] = None
 ) -> StrandedList:
@@ -141,9 +124,9 @@ async def stranded_orders(
     return await run_in_threadpool(_stranded, services, category.value if category else None)
 
 
-def _reissue(services: Services, order_id: int, email: bool) -> ReissueOut:
+def _reissue(services: Services, order_id: int, email: bool, operator: str) -> ReissueOut:
     stripe = ThreadStripe(services.gateway, services.settings)
-    result = recovery.reissue(services.sessions, stripe, order_id)
+    result = recovery.reissue(services.sessions, stripe, order_id, operator=operator)
     out = OrderOut.of(result.order)
     # The parent gets the order's pay link (it never dies), not Stripe's session URL.
     purpose = "email" if result.created and email else "operator"
@@ -169,25 +152,31 @@ def _reissue(services: Services, order_id: int, email: bool) -> ReissueOut:
     )
 
 
-async def _reissue_and_observe(services: Services, order_id: int, email: bool) -> ReissueOut:
-    result = await run_in_threadpool(_reissue, services, order_id, email)
+async def _reissue_and_observe(
+    services: Services, order_id: int, email: bool, operator: str
+) -> ReissueOut:
+    result = await run_in_threadpool(_reissue, services, order_id, email, operator)
     if result.created:
         services.refresher.wake()  # learn the new link's state now, not in five minutes
     return result
 
 
-@router.post("/orders/{order_id}/reissue", dependencies=[Admin])
+@router.post("/orders/{order_id}/reissue", responses=errors(404, 409, 502, 503))
 async def reissue(
-    order_id: OrderId, services: ServicesDep, email: Annotated[bool, Query()] = False
+    order_id: OrderId,
+    services: ServicesDep,
+    who: OperatorName,
+    email: Annotated[bool, Query()] = False,
 ) -> ReissueOut:
     """Give a pending order a fresh Checkout link (idempotent while a live link exists).
 
-    ``email=true`` also emails the parent the new link (when SMTP is configured).
+    ``email=true`` also emails the parent the new link (when SMTP is configured). Any session
+    a parent opened through the recovery URL of an old link is expired first.
     """
-    return await _reissue_and_observe(services, order_id, email)
+    return await _reissue_and_observe(services, order_id, email, who)
 
 
-@router.post("/refresh", dependencies=[Admin])
+@router.post("/refresh", dependencies=[Admin], responses=errors())
 async def refresh_now(services: ServicesDep) -> dict[str, object]:
     """Run one refresh now and report whether it succeeded."""
     ok = await services.refresher.run_cycle()
@@ -259,14 +248,11 @@ async def page(
     email: str = "",
     failed: bool = False,
 ) -> Response:
-    if not has_page_session(request, services):
-        return templates.TemplateResponse(
-            request,
-            "login.html",
-            {"disabled": services.settings.admin_token is None, "failed": failed},
-        )
+    if operators.page_session(request) is None:
+        return _login_page(request, failed=failed)
     chosen = category if category in CATEGORIES else None
     listing = await run_in_threadpool(_stranded, services, chosen)
+    payments = await run_in_threadpool(reviews.open_reviews, services.sessions)
     notice = None
     if order is not None:
         notice = await run_in_threadpool(_notice, services, order, outcome, email)
@@ -280,46 +266,67 @@ async def page(
             "chosen": chosen,
             "notice": notice,
             "gauge": counts.expired if counts else None,
+            "reviews": payments,
+            "resolved": request.query_params.get("resolved"),
         },
     )
 
 
+def _login_page(
+    request: Request, *, failed: bool = False, throttled: int | None = None
+) -> Response:
+    return templates.TemplateResponse(
+        request,
+        "login.html",
+        {
+            "disabled": not operators.get_operators(request).enabled,
+            "failed": failed,
+            "throttled": throttled,
+        },
+        status_code=429 if throttled else 200,
+        headers={"Retry-After": str(throttled)} if throttled else None,
+    )
+
+
 @router.post("/login", include_in_schema=False, dependencies=[access.PUBLIC])
-async def login(request: Request, services: ServicesDep, token: Annotated[str, Form()]) -> Response:
-    if not _valid(services, token):
+async def login(request: Request, token: Annotated[str, Form()]) -> Response:
+    """The page's login: the token once, then a signed, expiring session cookie."""
+    ops = operators.get_operators(request)
+    if not operators.same_origin(request, ops.settings):
+        raise operators.Forbidden("cross-site login refused (Origin does not match this site)")
+    client = operators.client_of(request)
+    try:
+        ops.throttle.check(client)
+    except operators.TooManyAttempts as e:
+        return _login_page(request, throttled=int(e.headers["Retry-After"]))
+    credential = ops.identify(token)
+    if credential is None:
+        ops.throttle.fail(client)
         return RedirectResponse("/admin?failed=true", status_code=303)
     response = RedirectResponse("/admin", status_code=303)
-    response.set_cookie(
-        COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path="/admin",
-    )
+    operators.set_session_cookie(response, request, ops.new_session(credential))
     return response
 
 
-@router.post("/logout", include_in_schema=False, dependencies=[access.PUBLIC])
+@router.post("/logout", include_in_schema=False, dependencies=[PageOperator])
 async def logout() -> Response:
     response = RedirectResponse("/admin", status_code=303)
-    response.delete_cookie(COOKIE, path="/admin")
+    response.delete_cookie(operators.COOKIE, path=operators.COOKIE_PATH)
     return response
 
 
-@router.post(
-    "/page/orders/{order_id}/reissue", include_in_schema=False, dependencies=[PageOperator]
-)
+@router.post("/page/orders/{order_id}/reissue", include_in_schema=False)
 async def page_reissue(
     order_id: OrderId,
     services: ServicesDep,
+    who: FormOperator,
     category: Annotated[str | None, Form()] = None,
 ) -> Response:
     query: dict[str, str | int] = {"order": order_id}
     if category in CATEGORIES:
         query["category"] = category
     try:
-        result = await _reissue_and_observe(services, order_id, email=True)
+        result = await _reissue_and_observe(services, order_id, email=True, operator=who)
     except DomainError as e:
         query["outcome"] = "not_found" if e.status_code == 404 else "conflict"
     except StripeFailure:

@@ -12,6 +12,7 @@ from functools import partial
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from prometheus_fastapi_instrumentator import Instrumentator
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from basketball_api import (
     admin,
@@ -20,6 +21,7 @@ from basketball_api import (
     paylink,
     payments,
     recovery,
+    reviews,
     routes,
     treasurer_admin,
     webhooks,
@@ -28,6 +30,7 @@ from basketball_api.db import make_engine, make_session_factory, transaction
 from basketball_api.deps import Services, get_services
 from basketball_api.errors import install_error_handlers
 from basketball_api.metrics import Metrics
+from basketball_api.operators import Operators
 from basketball_api.ops import load_pending
 from basketball_api.ratelimit import RateLimits
 from basketball_api.refresher import Refresher, freeze_startup_objects
@@ -95,6 +98,11 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
         max_body_size=settings.request_max_body_bytes,
     )
     app.state.rate_limits = RateLimits(settings)
+    app.state.operators = Operators(settings)
+    if settings.forwarded_allow_ips:
+        # Behind the TLS proxy: its X-Forwarded-Proto makes request.url https (the session
+        # cookie is then Secure) and X-Forwarded-For names the client (login throttling).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     install_error_handlers(app)
     webhooks.install_webhook_errors(app, get_services)
     paylink.install_link_errors(app)
@@ -104,6 +112,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
     app.include_router(admin.router)
     app.include_router(catalogue_admin.router)
     app.include_router(treasurer_admin.router)
+    app.include_router(reviews.router)
     Instrumentator(
         registry=metrics.registry,
         excluded_handlers=["/metrics"],

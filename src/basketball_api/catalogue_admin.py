@@ -19,6 +19,7 @@ from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep
 from basketball_api.errors import DomainError
 from basketball_api.models import Category
+from basketball_api.operators import operator_errors
 from basketball_api.schemas import MAX_ID
 
 router = APIRouter(prefix="/admin", tags=["catalogue"])
@@ -29,7 +30,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@router.get("/products", dependencies=[Admin])
+@router.get("/products", dependencies=[Admin], responses=operator_errors())
 def list_products(services: ServicesDep) -> list[ProductAdminOut]:
     """Every product, on sale or not."""
     now = _now()
@@ -37,14 +38,19 @@ def list_products(services: ServicesDep) -> list[ProductAdminOut]:
         return [ProductAdminOut.of(p, now) for p in catalogue.all_products(db)]
 
 
-@router.post("/products", dependencies=[Admin], status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/products",
+    dependencies=[Admin],
+    status_code=status.HTTP_201_CREATED,
+    responses=operator_errors(409),
+)
 def create_product(body: ProductIn, services: ServicesDep) -> ProductAdminOut:
     """Add a product to the catalogue."""
     with transaction(services.sessions) as db:
         return ProductAdminOut.of(catalogue.create_product(db, body), _now())
 
 
-@router.patch("/products/{product_id}", dependencies=[Admin])
+@router.patch("/products/{product_id}", dependencies=[Admin], responses=operator_errors(404, 409))
 def update_product(
     product_id: ProductId, body: ProductUpdate, services: ServicesDep
 ) -> ProductAdminOut:
@@ -54,7 +60,9 @@ def update_product(
         return ProductAdminOut.of(catalogue.update_product(db, product_id, body), _now())
 
 
-@router.post("/products/{product_id}/deactivate", dependencies=[Admin])
+@router.post(
+    "/products/{product_id}/deactivate", dependencies=[Admin], responses=operator_errors(404, 409)
+)
 def deactivate_product(product_id: ProductId, services: ServicesDep) -> ProductAdminOut:
     """Take a product off sale (it stays, with its orders)."""
     with transaction(services.sessions) as db:
@@ -171,8 +179,6 @@ def _save(services: Services, product_id: int | None, form: ProductForm) -> int:
 async def _page_save(
     request: Request, services: Services, product_id: int | None, form: ProductForm
 ) -> Response:
-    if not has_page_session(request, services):
-        return RedirectResponse("/admin", status_code=303)
     try:
         saved = await run_in_threadpool(_save, services, product_id, form)
     except (ValidationError, ValueError, DomainError) as e:
@@ -190,7 +196,9 @@ async def _page_save(
 
 @router.post("/page/products", include_in_schema=False, dependencies=[PageOperator])
 async def page_create(
-    request: Request, services: ServicesDep, form: Annotated[ProductForm, Form()]
+    request: Request,
+    services: ServicesDep,
+    form: Annotated[ProductForm, Form()],
 ) -> Response:
     return await _page_save(request, services, None, form)
 
@@ -211,9 +219,6 @@ async def page_update(
 async def page_deactivate(
     request: Request, product_id: ProductId, services: ServicesDep
 ) -> Response:
-    if not has_page_session(request, services):
-        return RedirectResponse("/admin", status_code=303)
-
     def work() -> None:
         with transaction(services.sessions) as db:
             catalogue.deactivate_product(db, product_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import getpass
 import os
 import sys
 from collections.abc import Callable
@@ -273,9 +274,10 @@ async def _relink(
         stripe = ThreadStripe(kit.gateway, settings)
         done = failed = live = 0
         emails: dict[notify.Email, int] = dict.fromkeys(notify.Email, 0)
+        who = f"cli:{getpass.getuser()}"  # whoever has a shell in the pod, for the audit log
 
         def one(order_id: int) -> bool:
-            result = reissue(kit.sessions, stripe, order_id)
+            result = reissue(kit.sessions, stripe, order_id, operator=who)
             order = result.order
             if result.created and email:
                 token = issue_link_token(kit.sessions, order.id, "email")

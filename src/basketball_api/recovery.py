@@ -119,8 +119,14 @@ class Reissued:
     recovery_url: str | None = None  # Stripe's recovery link of the replaced session, if any
 
 
-def reissue(factory: sessionmaker[Session], stripe: CheckoutCreator, order_id: int) -> Reissued:
-    """:func:`reissue_link` in a transaction of its own.
+def reissue(
+    factory: sessionmaker[Session],
+    stripe: CheckoutCreator,
+    order_id: int,
+    *,
+    operator: str,
+) -> Reissued:
+    """:func:`reissue_link` in a transaction of its own, logged with the operator's name.
 
     If the commit fails after Stripe created the new session, that session is expired, so the
     order keeps exactly the link the database says it has.
@@ -143,6 +149,7 @@ def reissue(factory: sessionmaker[Session], stripe: CheckoutCreator, order_id: i
     if result.created:
         log.info(
             "link_reissued",
+            operator=operator,
             order_id=order_id,
             old_session=result.old_session_id,
             new_session=result.order.stripe_checkout_session_id,

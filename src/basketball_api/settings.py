@@ -49,7 +49,18 @@ class Settings(BaseSettings):
     pay_link_rate_limit: str = "20/minute;200/hour"
     rate_limit_storage_uri: str = "async+memory://"  # one replica; async+redis://… for several
     order_wait_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Operators: name -> token (or "sha256:<hex>" of one), as JSON in OPERATOR_TOKENS.
+    # ADMIN_TOKEN is still accepted, as the operator named "admin".
+    operator_tokens: dict[str, SecretStr] = Field(default_factory=dict)
     admin_token: SecretStr | None = None
+    # Signs the page's session cookie; unset: a key derived from the operator credentials.
+    operator_session_secret: SecretStr | None = None
+    operator_session_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    # Failed logins per client address in 15 minutes before every attempt gets 429.
+    operator_login_failures: int = Field(default=10, ge=1, le=1000)
+    # The TLS proxy whose X-Forwarded-Proto/-For are believed (comma-separated addresses or
+    # "*"); the same variable uvicorn reads. Unset: only the connection itself counts.
+    forwarded_allow_ips: str | None = None
     heal_paid_orders: bool = False
 
     smtp_host: str | None = None  # unset: no email is sent
@@ -82,8 +93,19 @@ class Settings(BaseSettings):
             problems.append("STRIPE_API_KEY is the sandbox placeholder")
         if self.stripe_webhook_secret is None:
             problems.append("STRIPE_WEBHOOK_SECRET is not set")
-        if self.admin_token is None or len(self.admin_token.get_secret_value()) < 16:
-            problems.append("ADMIN_TOKEN is not set (16 characters at least)")
+        tokens = dict(self.operator_tokens)
+        if self.admin_token is not None:
+            tokens.setdefault("admin", self.admin_token)
+        if not tokens:
+            problems.append("no operator credential: set OPERATOR_TOKENS (or ADMIN_TOKEN)")
+        short = sorted(
+            name
+            for name, token in tokens.items()
+            if not token.get_secret_value().startswith("sha256:")
+            and len(token.get_secret_value()) < 16
+        )
+        if short:
+            problems.append(f"operator tokens shorter than 16 characters: {', '.join(short)}")
         if self.database_url.startswith("sqlite"):
             problems.append("DATABASE_URL points at SQLite; production runs on PostgreSQL")
         if problems:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -21,6 +22,7 @@ from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe
 from basketball_api.errors import DomainError, NotFound
 from basketball_api.models import Category, OrderStatus
+from basketball_api.operators import OperatorName, operator_errors
 from basketball_api.schemas import MAX_ID, OrderId
 from basketball_api.stripe_gateway import StripeFailure
 from basketball_api.treasurer import Listing, OrderFilter
@@ -115,7 +117,7 @@ def _csv(services: Services, where: OrderFilter) -> StreamingResponse:
 # -- JSON and CSV -------------------------------------------------------------------------
 
 
-@router.get("/orders", dependencies=[Admin])
+@router.get("/orders", dependencies=[Admin], responses=operator_errors())
 async def list_orders(
     services: ServicesDep,
     where: Filter,
@@ -127,7 +129,12 @@ async def list_orders(
     return await run_in_threadpool(_search, services, where, limit, offset)
 
 
-@router.get("/orders.csv", dependencies=[Admin], response_class=StreamingResponse)
+@router.get(
+    "/orders.csv",
+    dependencies=[Admin],
+    response_class=StreamingResponse,
+    responses=operator_errors(),
+)
 def export_orders(services: ServicesDep, where: Filter) -> StreamingResponse:
     """Every matching order as CSV (amounts in units, times in UTC)."""
     return _csv(services, where)
@@ -145,10 +152,13 @@ class Resent:
     link_url: str | None
 
 
-def _resend(services: Services, order_id: int) -> Resent:
+def _resend(services: Services, order_id: int, operator: str) -> Resent:
     """Make sure the order has a live link (reissued if dead), then email it to the parent."""
     result = recovery.reissue(
-        services.sessions, ThreadStripe(services.gateway, services.settings), order_id
+        services.sessions,
+        ThreadStripe(services.gateway, services.settings),
+        order_id,
+        operator=operator,
     )
     order = result.order
     # The parent gets the order's pay link (it never dies), never Stripe's session URL.
@@ -166,20 +176,20 @@ def _resend(services: Services, order_id: int) -> Resent:
     return Resent(email, result.created, link)
 
 
-async def _resend_and_observe(services: Services, order_id: int) -> Resent:
-    resent = await run_in_threadpool(_resend, services, order_id)
+async def _resend_and_observe(services: Services, order_id: int, operator: str) -> Resent:
+    resent = await run_in_threadpool(_resend, services, order_id, operator)
     if resent.new_link:
         services.refresher.wake()
     return resent
 
 
-@router.post("/orders/{order_id}/resend-link", dependencies=[Admin])
-async def resend_link(order_id: OrderId, services: ServicesDep) -> Resent:
+@router.post("/orders/{order_id}/resend-link", responses=operator_errors(404, 409, 502, 503))
+async def resend_link(order_id: OrderId, services: ServicesDep, who: OperatorName) -> Resent:
     """Email the parent the order's payment link (a new one first if it was dead).
 
     503 ``email_not_configured`` when SMTP is not set up: nothing is emailed, and the body says
     so; the order still gets a live link, which the operator can send by hand."""
-    resent = await _resend_and_observe(services, order_id)
+    resent = await _resend_and_observe(services, order_id, who)
     if resent.email == notify.Email.not_configured:
         raise EmailNotConfigured(f"{notify.NOT_CONFIGURED}; the live link is {resent.link_url}")
     return resent
@@ -299,7 +309,7 @@ def _back(back: str, order_id: int, done: str) -> RedirectResponse:
     return RedirectResponse(f"/admin/page/orders?{query}#notice", status_code=303)
 
 
-async def _act(services: Services, order_id: int, action: str) -> str:
+async def _act(services: Services, order_id: int, action: str, operator: str) -> str:
     """Run one button's action; the outcome code names what the page says."""
     try:
         if action == "cancel":
@@ -314,11 +324,13 @@ async def _act(services: Services, order_id: int, action: str) -> str:
             return "cancelled"
         if action == "relink":
             stripe = ThreadStripe(services.gateway, services.settings)
-            result = await run_in_threadpool(recovery.reissue, services.sessions, stripe, order_id)
+            result = await run_in_threadpool(
+                partial(recovery.reissue, operator=operator), services.sessions, stripe, order_id
+            )
             if result.created:
                 services.refresher.wake()
             return "relinked" if result.created else "live"
-        resent = await _resend_and_observe(services, order_id)
+        resent = await _resend_and_observe(services, order_id, operator)
         return {
             notify.Email.sent: "emailed",
             notify.Email.not_configured: "email_off",
@@ -334,9 +346,8 @@ async def _act(services: Services, order_id: int, action: str) -> str:
 async def _page_action(
     request: Request, services: Services, order_id: int, action: str, back: str
 ) -> Response:
-    if not has_page_session(request, services):
-        return RedirectResponse("/admin", status_code=303)
-    return _back(back, order_id, await _act(services, order_id, action))
+    who: str = request.state.operator  # set by the route's PageOperator rule
+    return _back(back, order_id, await _act(services, order_id, action, who))
 
 
 Back = Annotated[str, Form(description="The listing's filters, to return to them.")]
