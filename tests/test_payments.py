@@ -314,3 +314,15 @@ def test_a_session_naming_an_order_that_does_not_exist_is_recorded(client: TestC
     event = session_event("evt_y", COMPLETED, session_id="cs_lost", order_id=4242)
     assert deliver(client, event) == "needs_review"
     assert review_gauge(client.get("/metrics").text)["unknown_order"] == 1.0
+
+
+def test_a_healed_order_takes_its_late_webhook_as_the_same_payment(client: TestClient) -> None:
+    from basketball_api.db import transaction
+    from basketball_api.recovery import heal_paid_orders
+
+    order_id, money = new_order(client, "cs_lost")
+    with transaction(app_sessions(client)) as db:  # the refresher healed the lost webhook
+        assert heal_paid_orders(db, ["cs_lost"]) == ["cs_lost"]
+    late = session_event("evt_late", COMPLETED, session_id="cs_lost", order_id=order_id, **money)
+    assert deliver(client, late) == "applied"
+    assert sum(review_gauge(client.get("/metrics").text).values()) == 0

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -25,13 +26,13 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from basketball_api import access, recovery
+from basketball_api import access, payments, recovery
 from basketball_api.access import TokenOrderId
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe
 from basketball_api.errors import Conflict
-from basketball_api.models import CheckoutLink, Order, OrderStatus
-from basketball_api.orders import InvalidTransition, get_order, transition
+from basketball_api.models import CheckoutLink, Order
+from basketball_api.orders import get_order
 from basketball_api.ratelimit import rate_limited
 from basketball_api.stripe_gateway import SessionSnapshot, StripeFailure
 
@@ -164,7 +165,9 @@ async def pay(
         return _redirect(page)
     stripe = ThreadStripe(services.gateway, services.settings)
     try:
-        result = await run_in_threadpool(recovery.reissue, services.sessions, stripe, order_id)
+        result = await run_in_threadpool(
+            partial(recovery.reissue, operator="pay_link"), services.sessions, stripe, order_id
+        )
     except Conflict:  # paid at Stripe, not yet here: the order page tells what is known
         return _redirect(page)
     except StripeFailure:
@@ -190,17 +193,10 @@ async def pay(
 # -- the return page ------------------------------------------------------------------------------
 
 
-def apply_paid_session(db: Session, order_id: int, snapshot: SessionSnapshot) -> bool:
-    """Mark the order paid if ``snapshot`` is one of its links and is paid; True when it
-    changed. The one place the return page applies a payment (the webhook's transition)."""
-    order = get_order(db, order_id, for_update=True)
-    if snapshot.status != "complete" or snapshot.payment_status != "paid":
-        return False
-    try:
-        return transition(order, OrderStatus.paid, cause="return_page")
-    except InvalidTransition:
-        log.warning("payment_for_cancelled_order", order_id=order_id, source="return_page")
-        return False
+def apply_paid_session(db: Session, snapshot: SessionSnapshot) -> payments.Settlement:
+    """The return page's payment, decided as every payment is (``payments.settle``): applied
+    only to the order whose own link it is, for its amount; anything else kept for review."""
+    return payments.settle(db, snapshot, via="return_page")
 
 
 def _order_of_session(db: Session, session_id: str) -> int | None:
@@ -217,18 +213,22 @@ def _order_of_session(db: Session, session_id: str) -> int | None:
 @dataclass(frozen=True)
 class _Returned:
     view: OrderView
-    applied: bool
+    settled: payments.Settlement
     pay_token: str | None
+
+    @property
+    def applied(self) -> bool:
+        return self.settled.outcome == payments.Outcome.applied
 
 
 def _settle(services: Services, order_id: int, snapshot: SessionSnapshot) -> _Returned:
     with transaction(services.sessions) as db:
-        applied = apply_paid_session(db, order_id, snapshot)
+        settled = apply_paid_session(db, snapshot)
         view = OrderView.of(get_order(db, order_id))
         token = None
         if view.status == "pending":
             token = access.issue_token(db, order_id, "return_page")
-    return _Returned(view, applied, token)
+    return _Returned(view, settled, token)
 
 
 def _lookup(services: Services, session_id: str) -> int | None:
@@ -267,6 +267,9 @@ async def checkout_return(
             headers={"Retry-After": "30"},
         )
     returned = await run_in_threadpool(_settle, services, order_id, snapshot)
+    await payments.after_commit(
+        services.sessions, services.gateway, services.metrics, returned.settled
+    )
     if returned.applied:
         log.info("order_paid_on_return", order_id=order_id)
         services.refresher.wake()

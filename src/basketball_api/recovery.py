@@ -126,7 +126,8 @@ def reissue(
     *,
     operator: str,
 ) -> Reissued:
-    """:func:`reissue_link` in a transaction of its own, logged with the operator's name.
+    """:func:`reissue_link` in a transaction of its own, logged with who asked: an operator's
+    name, ``cli:<user>`` for the command line, ``pay_link`` for a parent's pay link.
 
     If the commit fails after Stripe created the new session, that session is expired, so the
     order keeps exactly the link the database says it has.
@@ -258,6 +259,8 @@ def heal_paid_orders(db: Session, session_ids: Iterable[str]) -> list[str]:
     healed = []
     for order in db.scalars(stmt):
         transition(order, OrderStatus.paid, cause="reconciled_lost_webhook")
+        # The session that paid: its webhook, when Stripe retries it, is then no second payment.
+        order.paid_by_session_id = order.stripe_checkout_session_id
         log.warning(
             "order_healed",
             order_id=order.id,
