@@ -202,3 +202,25 @@ def test_order_creation_is_rate_limited_per_client(database_url: str) -> None:
         assert refused.json()["code"] == "rate_limited"
         assert len(stack.sandbox.sessions()) == 3  # refused orders cost no Stripe call
         assert count_rows(database_url, Order) == 3
+
+
+def test_a_refused_order_keeps_nothing_and_counts_why(database_url: str) -> None:
+    with running_stack(database_url, stripe_max_network_retries=0) as stack:
+        stack.sandbox.inject_fault("POST /v1/checkout/sessions", "unauthorized")
+        r = stack.api.post("/orders", json=BODY)
+        assert r.status_code == 502, r.text  # Stripe refused: retrying will not help
+        assert "retry-after" not in r.headers
+        stack.sandbox.inject_fault("POST /v1/checkout/sessions", "unavailable")
+        r = stack.api.post("/orders", json=BODY)
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"]
+        assert count_rows(database_url, Order) == 0
+        assert failures(stack) == {
+            "stripe_rejected": 1,
+            "stripe_unavailable": 1,
+            "timeout": 0,
+            "database": 0,
+        }
+        # A 5xx may hide a session made all the same: it is asked for again and expired.
+        wait_for(lambda: ordering.cleanups_in_flight() == 0, 20, "the clean-up done")
+        assert orphans(stack, database_url) == set()
