@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from rich.console import Console
@@ -229,3 +230,20 @@ def test_a_database_without_schema_says_to_migrate(tmp_path: Any) -> None:
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
     assert "basketball-api migrate" in lines[0]
+
+
+def test_pay_link_prints_a_link_that_opens_the_orders_checkout(database_url: str) -> None:
+    with running_stack(database_url) as stack:
+        order = stack.order("monthly")
+        stack.sdk.v1.checkout.sessions.expire(order["checkout_session_id"])
+        out = run(stack, database_url, "pay-link", str(order["id"]), PUBLIC_BASE_URL=stack.api_url)
+        assert out.exit_code == 0, out.output
+        link = out.output.split()[0]
+        assert link.startswith(f"{stack.api_url}/pay/")
+        assert link != order["pay_url"]  # a token of its own; the parent's first link still works
+        r = httpx.get(link, follow_redirects=False)
+        assert r.status_code == 303
+        assert r.headers["location"].startswith(f"{stack.sandbox_url}/checkout/")
+        missing = run(stack, database_url, "pay-link", "4242")
+        assert missing.exit_code != 0
+        assert "4242" in missing.output

@@ -225,6 +225,30 @@ async def _stranded(settings: Settings, category: str | None) -> list[StrandedOr
             )
 
 
+@app.command(name="pay-link")
+@one_line_errors
+def pay_link(order_id: Annotated[int, typer.Argument(help="The order's number.", min=1)]) -> None:
+    """Print a pay link for an order, to give its parent (a new token; earlier links still
+    work). It opens the live Checkout page, or a fresh one when the last one died."""
+    from basketball_api.access import issue_link_token, pay_url
+    from basketball_api.db import make_engine, make_session_factory, transaction
+    from basketball_api.orders import get_order
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        factory = make_session_factory(engine)
+        with transaction(factory) as db:
+            order = get_order(db, order_id)  # NotFound: a one-line error
+            state = order.status.value
+        token = issue_link_token(factory, order_id, "cli")
+    finally:
+        engine.dispose()
+    console.print(pay_url(settings, token), soft_wrap=True)
+    if state != "pending":
+        console.print(f"order {order_id} is {state}: the link shows that, it takes no payment")
+
+
 @app.command()
 @one_line_errors
 def relink(
