@@ -289,8 +289,8 @@ def test_deployment_runs_two_single_worker_replicas_after_migrating() -> None:
     assert api["command"] == ["basketball-api", "serve", "--host", "0.0.0.0", "--port", "8000"]
     assert api["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert migrate["image"] == api["image"]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert api[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert api["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
+    assert api["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
 
 
 def test_deployment_takes_secrets_from_the_secret_and_settings_from_plain_env() -> None:

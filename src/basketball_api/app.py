@@ -15,8 +15,10 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from basketball_api import (
+    __version__,
     admin,
     catalogue_admin,
+    health,
     ordering,
     paylink,
     payments,
@@ -92,7 +94,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
     app = FastAPI(
         title="basketball-api",
         summary="Orders and Stripe Checkout payments for a youth basketball club.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         # Starlette's limit, counted as the body streams in (no declared length needed): 413.
         max_body_size=settings.request_max_body_bytes,
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
     install_error_handlers(app)
     webhooks.install_webhook_errors(app, get_services)
     paylink.install_link_errors(app)
+    app.include_router(health.router)
     app.include_router(routes.router)
     app.include_router(paylink.router)
     app.include_router(webhooks.router, max_body_size=settings.webhook_max_body_bytes)

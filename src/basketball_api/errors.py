@@ -1,14 +1,26 @@
-"""Domain errors carry their HTTP status; one handler turns them into JSON bodies."""
+"""Domain errors carry their HTTP status; one handler turns them into JSON bodies.
+
+Every error the API answers has the shape ``{"detail": str, "code": str}`` (``ErrorOut``),
+including a database that cannot be reached (503 ``database_unavailable``) and a bug (500
+``internal``, logged with its traceback, never shown to the caller). Only request validation
+keeps FastAPI's 422 shape, whose ``detail`` lists the fields at fault.
+"""
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
 
 from basketball_api.stripe_gateway import StripeFailure
+
+log = structlog.get_logger("basketball_api.errors")
 
 
 class DomainError(Exception):
@@ -67,20 +79,48 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return JSONResponse({"detail": detail}, 422)
 
-    async def database_busy(_: Request, exc: Exception) -> JSONResponse:
-        # A SQLite write lock held too long, a lost PostgreSQL connection, an exhausted pool:
-        # the request did nothing, and can be retried.
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        try:
+            code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        except ValueError:
+            code = "error"
+        return JSONResponse(
+            {"detail": exc.detail, "code": code}, exc.status_code, headers=exc.headers
+        )
+
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # A SQLite write lock held too long, a lost or refused PostgreSQL connection, an
+        # exhausted pool: the request did nothing, and can be retried.
+        if isinstance(exc, DBAPIError) and not _unavailable(exc):
+            raise exc  # a bug (a constraint, a bad statement): the 500 below, logged
+        log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
         return JSONResponse(
             {
-                "detail": "The database is busy or unreachable; try again shortly.",
-                "code": "database",
+                "detail": "The database is busy or unreachable; nothing was changed, try again.",
+                "code": "database_unavailable",
             },
             503,
             headers={"Retry-After": "5"},
         )
 
-    app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(OperationalError, database_busy)
-    app.add_exception_handler(PoolTimeout, database_busy)
+    async def internal_error(_: Request, __: Exception) -> JSONResponse:
+        # Starlette re-raises the exception after sending this, and uvicorn logs it with its
+        # traceback ("Exception in ASGI application"); the caller learns nothing of it.
+        return JSONResponse({"detail": "Internal server error", "code": "internal"}, 500)
+
     app.add_exception_handler(DomainError, domain)
     app.add_exception_handler(StripeFailure, stripe_failure)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(DBAPIError, database_unavailable)
+    app.add_exception_handler(PoolTimeout, database_unavailable)
+    # Starlette runs the handler of ``Exception`` in its outermost middleware, then re-raises
+    # for the server; the caller gets the JSON body either way.
+    app.add_exception_handler(Exception, internal_error)
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    """The database could not do the work (down, unreachable, locked, out of connections), as
+    opposed to refusing it (a constraint, a bad statement), which is a bug and a 500."""
+    return isinstance(exc, OperationalError) or exc.connection_invalidated

@@ -166,6 +166,12 @@ class Refresher:
         self._task.add_done_callback(_report_death)
         return self._task
 
+    @property
+    def alive(self) -> bool:
+        """False once the loop's task has ended on its own (it never should); True before
+        ``start`` and after ``stop``."""
+        return self._task is None or not self._task.done()
+
     def wake(self) -> None:
         """Run the next cycle now instead of at the end of the interval."""
         self._wake.set()
@@ -175,7 +181,8 @@ class Refresher:
         self._wake.set()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A task that died on its own was reported by _report_death; shut down anyway.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
 

@@ -1,8 +1,7 @@
-"""Products, orders, health and metrics."""
+"""Products, orders and metrics."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response, status
@@ -37,19 +36,6 @@ _ERRORS: dict[int | str, dict[str, object]] = {
         "written (see Retry-After)",
     },
 }
-
-
-@router.get("/health", tags=["ops"], dependencies=[access.PUBLIC])
-def health(services: ServicesDep) -> dict[str, object]:
-    """Liveness and readiness: answers while the process serves, whatever Stripe does."""
-    last = services.refresher.last_success_at
-    return {
-        "status": "ok",
-        "refresh": {
-            "succeeded_once": services.refresher.counts is not None,
-            "last_success_age_seconds": round(time.time() - last, 1) if last else None,
-        },
-    }
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response, dependencies=[access.PUBLIC])

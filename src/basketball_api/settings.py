@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # in the days before an event); exported as basketball_api_category_urgent.
     urgent_categories: Annotated[frozenset[Category], NoDecode] = frozenset()
 
+    # Readiness (/health/ready) fails when the database has not answered within this time.
+    health_db_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
 
