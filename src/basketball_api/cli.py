@@ -1,4 +1,7 @@
-"""``basketball-api``: serve, migrate, refresh, the local Stripe sandbox and the demo."""
+"""The basketball-api command: serve, migrate, refresh, the local Stripe sandbox and the demo.
+
+Help texts are plain sentences (typer renders them with rich, so no reST or rich markup).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +15,14 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
 
 import anyio
 import anyio.to_thread
+import structlog
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from basketball_api import __version__
 from basketball_api.errors import DomainError
 from basketball_api.knowledge import Counts
 from basketball_api.logging_setup import configure_logging
@@ -28,7 +33,12 @@ if TYPE_CHECKING:
     from basketball_api.recovery import StrandedOrder
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
+    no_args_is_help=True,
+    add_completion=False,
+    help="Orders and Stripe Checkout payments of a youth basketball club: serve the API, "
+    "migrate its database, refresh and list stranded orders, reissue their links, and run the "
+    "local Stripe sandbox or the demo.",
+    pretty_exceptions_enable=False,
 )
 console = Console()
 _Command = TypeVar("_Command", bound=Callable[..., None])
@@ -80,6 +90,27 @@ def one_line_errors(command: _Command) -> _Command:
     return cast(_Command, run)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"basketball-api {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Command groups take their help from the Typer object above."""
+
+
 def _settings() -> Settings:
     try:
         settings = Settings()
@@ -115,7 +146,8 @@ def migrate() -> None:
 
     settings = _settings()
     upgrade_database(settings.database_url)
-    console.print("database is at the latest revision")
+    # A log line, not a print: in a pod every line of output is a log line (LOG_FORMAT=json).
+    structlog.get_logger("basketball_api.migrate").info("database_migrated", revision="head")
 
 
 @app.command()
@@ -358,8 +390,12 @@ def _require_sandbox() -> None:
 def stripe_sandbox(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 12111,
-    webhook_url: Annotated[str | None, typer.Option(help="Where to deliver events.")] = None,
-    webhook_secret: Annotated[str | None, typer.Option(help="whsec_… signing secret.")] = None,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="URL the sandbox delivers its signed events to.")
+    ] = None,
+    webhook_secret: Annotated[
+        str | None, typer.Option(help="Signing secret of those events (whsec_...).")
+    ] = None,
     api_key: Annotated[
         str | None, typer.Option(help="Accept only this key (default: any sk_test_ key).")
     ] = None,
