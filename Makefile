@@ -20,15 +20,17 @@ system-deps:
 	bash scripts/system-deps
 
 lint: install
-	$(BIN)/ruff check src sandbox/src tests bench deploy/tools
-	$(BIN)/ruff format --check src sandbox/src tests bench deploy/tools
+	$(BIN)/ruff check src sandbox/src tests bench deploy/tools scripts
+	$(BIN)/ruff format --check src sandbox/src tests bench deploy/tools scripts
 	$(BIN)/mypy
 
-# Known vulnerabilities in the installed dependencies (PyPI's advisory data).
+# Known vulnerabilities in the installed dependencies. Exits 2 when it could not audit every
+# dependency (no advisory database reachable), so it is not part of `make test`; run it where
+# PyPI's JSON API or OSV is reachable (AUDIT_SERVICE=osv): docs/operations.md.
 audit: install
-	$(BIN)/pip-audit --skip-editable
+	$(PY) scripts/audit.py --skip-editable
 
-test: install system-deps lint audit
+test: install system-deps lint
 	$(BIN)/pytest
 
 # The contract suite (tests/contract) against Stripe's test mode instead of the sandbox:
