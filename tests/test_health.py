@@ -78,12 +78,12 @@ def test_database_down_fails_readiness_not_liveness_and_errors_are_json(
 
     assert live.status_code == 200
     assert ready.status_code == 503
-    assert ready.json()["code"] == "database_unavailable"
+    assert ready.json()["code"] == "database"
     assert products.status_code == 503
     assert products.headers["content-type"] == "application/json"
     assert products.json() == {
         "detail": "The database is busy or unreachable; nothing was changed, try again.",
-        "code": "database_unavailable",
+        "code": "database",
     }
     assert again.status_code == 200
 
@@ -96,7 +96,7 @@ def test_sqlite_file_never_migrated_fails_readiness(tmp_path: Path) -> None:
 
     assert ready.status_code == 503
     assert products.status_code == 503
-    assert products.json()["code"] == "database_unavailable"
+    assert products.json()["code"] == "database"
 
 
 @pytest.mark.postgres

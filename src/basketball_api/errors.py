@@ -1,7 +1,7 @@
 """Domain errors carry their HTTP status; one handler turns them into JSON bodies.
 
 Every error the API answers has the shape ``{"detail": str, "code": str}`` (``ErrorOut``),
-including a database that cannot be reached (503 ``database_unavailable``) and a bug (500
+including a database that cannot be reached (503 ``database``) and a bug (500
 ``internal``, logged with its traceback, never shown to the caller). Only request validation
 keeps FastAPI's 422 shape, whose ``detail`` lists the fields at fault.
 """
@@ -98,7 +98,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {
                 "detail": "The database is busy or unreachable; nothing was changed, try again.",
-                "code": "database_unavailable",
+                "code": "database",
             },
             503,
             headers={"Retry-After": "5"},

@@ -70,7 +70,7 @@ async def readiness(request: Request) -> JSONResponse:
         return JSONResponse(
             {
                 "status": "unavailable",
-                "code": "database_unavailable",
+                "code": "database",
                 "detail": f"database unreachable: {type(e).__name__}",
             },
             503,
