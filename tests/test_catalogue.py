@@ -258,3 +258,25 @@ def test_the_page_says_what_is_wrong_and_keeps_the_form(
     assert message in r.text
     assert 'value="Typo Cup"' in r.text
     assert public_ids(client) == [1, 2, 3]
+
+
+def test_every_catalogue_change_names_the_operator(client: TestClient) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        product = create(client)
+        client.patch(
+            f"/admin/products/{product['id']}", json={"unit_amount": 9900}, headers=AUTH
+        ).raise_for_status()
+        client.post(f"/admin/products/{product['id']}/deactivate", headers=AUTH).raise_for_status()
+        page = logged_in(client)
+        form = {"name": "Page Cup", "category": "jersey", "price": "20", "active": "true"}
+        assert page.post("/admin/page/products", data=form).status_code == 200
+    audit = [(e["event"], e.get("by")) for e in logs if e["event"].startswith("product_")]
+    assert [event for event, _ in audit] == [
+        "product_created",
+        "product_updated",
+        "product_deactivated",
+        "product_created",
+    ]
+    assert all(by for _, by in audit), audit

@@ -19,7 +19,7 @@ from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep
 from basketball_api.errors import DomainError
 from basketball_api.models import Category
-from basketball_api.operators import operator_errors
+from basketball_api.operators import OperatorName, operator_errors
 from basketball_api.schemas import MAX_ID
 
 router = APIRouter(prefix="/admin", tags=["catalogue"])
@@ -38,35 +38,35 @@ def list_products(services: ServicesDep) -> list[ProductAdminOut]:
         return [ProductAdminOut.of(p, now) for p in catalogue.all_products(db)]
 
 
-@router.post(
-    "/products",
-    dependencies=[Admin],
-    status_code=status.HTTP_201_CREATED,
-    responses=operator_errors(409),
-)
-def create_product(body: ProductIn, services: ServicesDep) -> ProductAdminOut:
+@router.post("/products", status_code=status.HTTP_201_CREATED, responses=operator_errors(409))
+def create_product(
+    body: ProductIn, services: ServicesDep, operator: OperatorName
+) -> ProductAdminOut:
     """Add a product to the catalogue."""
     with transaction(services.sessions) as db:
-        return ProductAdminOut.of(catalogue.create_product(db, body), _now())
+        product = catalogue.create_product(db, body, operator=operator)
+        return ProductAdminOut.of(product, _now())
 
 
-@router.patch("/products/{product_id}", dependencies=[Admin], responses=operator_errors(404, 409))
+@router.patch("/products/{product_id}", responses=operator_errors(404, 409))
 def update_product(
-    product_id: ProductId, body: ProductUpdate, services: ServicesDep
+    product_id: ProductId, body: ProductUpdate, services: ServicesDep, operator: OperatorName
 ) -> ProductAdminOut:
     """Change a product; orders already taken keep their price. 409 when the category of a
     product with orders would change."""
     with transaction(services.sessions) as db:
-        return ProductAdminOut.of(catalogue.update_product(db, product_id, body), _now())
+        product = catalogue.update_product(db, product_id, body, operator=operator)
+        return ProductAdminOut.of(product, _now())
 
 
-@router.post(
-    "/products/{product_id}/deactivate", dependencies=[Admin], responses=operator_errors(404, 409)
-)
-def deactivate_product(product_id: ProductId, services: ServicesDep) -> ProductAdminOut:
+@router.post("/products/{product_id}/deactivate", responses=operator_errors(404, 409))
+def deactivate_product(
+    product_id: ProductId, services: ServicesDep, operator: OperatorName
+) -> ProductAdminOut:
     """Take a product off sale (it stays, with its orders)."""
     with transaction(services.sessions) as db:
-        return ProductAdminOut.of(catalogue.deactivate_product(db, product_id), _now())
+        product = catalogue.deactivate_product(db, product_id, operator=operator)
+        return ProductAdminOut.of(product, _now())
 
 
 # -- the page -----------------------------------------------------------------------------
@@ -167,20 +167,22 @@ async def page(
     return await run_in_threadpool(_render, request, services, editing=edit, saved=saved)
 
 
-def _save(services: Services, product_id: int | None, form: ProductForm) -> int:
+def _save(services: Services, product_id: int | None, form: ProductForm, operator: str) -> int:
     values = form.values()
     with transaction(services.sessions) as db:
         if product_id is None:
-            return catalogue.create_product(db, ProductIn.model_validate(values)).id
+            new = ProductIn.model_validate(values)
+            return catalogue.create_product(db, new, operator=operator).id
         changes = ProductUpdate.model_validate(values)
-        return catalogue.update_product(db, product_id, changes).id
+        return catalogue.update_product(db, product_id, changes, operator=operator).id
 
 
 async def _page_save(
     request: Request, services: Services, product_id: int | None, form: ProductForm
 ) -> Response:
+    operator: str = request.state.operator  # set by the route's PageOperator rule
     try:
-        saved = await run_in_threadpool(_save, services, product_id, form)
+        saved = await run_in_threadpool(_save, services, product_id, form, operator)
     except (ValidationError, ValueError, DomainError) as e:
         return await run_in_threadpool(
             _render,
@@ -219,9 +221,11 @@ async def page_update(
 async def page_deactivate(
     request: Request, product_id: ProductId, services: ServicesDep
 ) -> Response:
+    operator: str = request.state.operator
+
     def work() -> None:
         with transaction(services.sessions) as db:
-            catalogue.deactivate_product(db, product_id)
+            catalogue.deactivate_product(db, product_id, operator=operator)
 
     try:
         await run_in_threadpool(work)
