@@ -50,7 +50,9 @@ def make_client(database_url: str, **settings: Any) -> TestClient:
 @pytest.fixture
 def client(database_url: str) -> Iterator[TestClient]:
     # Many wrong tokens in a row here: the failed-login throttle (tested elsewhere) stays out.
-    with make_client(database_url, admin_token=TOKEN, operator_login_failures=1000) as c:
+    with make_client(
+        database_url, admin_token=TOKEN, operator_login_failure_limit="1000/minute"
+    ) as c:
         yield c
 
 

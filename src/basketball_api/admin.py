@@ -29,6 +29,7 @@ from basketball_api.models import Category, CheckoutLink
 from basketball_api.operators import FormOperator, OperatorName
 from basketball_api.operators import operator_errors as errors
 from basketball_api.orders import get_order
+from basketball_api.ratelimit import TooManyRequests
 from basketball_api.schemas import MAX_ID, OrderId, OrderOut
 from basketball_api.stripe_gateway import StripeFailure
 
@@ -296,12 +297,12 @@ async def login(request: Request, token: Annotated[str, Form()]) -> Response:
         raise operators.Forbidden("cross-site login refused (Origin does not match this site)")
     client = operators.client_of(request)
     try:
-        ops.throttle.check(client)
-    except operators.TooManyAttempts as e:
+        await operators.check_failed_logins(request, client)
+    except TooManyRequests as e:
         return _login_page(request, throttled=int(e.headers["Retry-After"]))
     credential = ops.identify(token)
     if credential is None:
-        ops.throttle.fail(client)
+        await operators.count_failed_login(request, client)
         return RedirectResponse("/admin?failed=true", status_code=303)
     response = RedirectResponse("/admin", status_code=303)
     operators.set_session_cookie(response, request, ops.new_session(credential))

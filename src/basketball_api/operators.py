@@ -15,19 +15,18 @@ throttled failed logins.
   ``FORWARDED_ALLOW_IPS`` says so in ``X-Forwarded-Proto``).
 - Every form posts :func:`csrf_field`'s token, and :func:`operator_form` checks it and the
   ``Origin`` (or ``Referer``) before anything changes: a cross-site post changes nothing.
-- Failed logins (form or bearer) are counted per client address in a moving window; past the
-  limit every attempt from that address gets 429 with ``Retry-After`` before any token is
-  compared, so guessing gets slower and learns nothing.
+- Failed logins (form or bearer) are counted per client address in ``limits``' moving windows
+  (``OPERATOR_LOGIN_FAILURE_LIMIT``, in the storage of the other rate limits: per replica in
+  memory, or shared through Redis); past them every attempt from that address gets 429 with
+  ``Retry-After`` before any token is compared, so guessing gets slower and learns nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
-import math
 import secrets
-import time
-from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -39,9 +38,11 @@ from markupsafe import Markup
 
 from basketball_api import access
 from basketball_api.errors import DomainError, Unauthorized
+from basketball_api.ratelimit import RateLimits, TooManyRequests
 from basketball_api.schemas import ErrorOut
 from basketball_api.settings import Settings
 
+FAILED_LOGINS = "operator_login_failures"  # the limit's name in ``RateLimits``
 COOKIE = "basketball_admin"
 COOKIE_PATH = "/admin"
 CSRF_FIELD = "csrf_token"
@@ -73,15 +74,6 @@ class Forbidden(DomainError):
     code = "forbidden"
 
 
-class TooManyAttempts(DomainError):
-    status_code = 429
-    code = "too_many_attempts"
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed logins from this address; retry in {retry_after} s")
-        self.headers = {"Retry-After": str(retry_after)}
-
-
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -110,39 +102,6 @@ def credentials_of(settings: Settings) -> list[Credential]:
     return out
 
 
-class FailedLogins:
-    """Failed attempts per client address in a moving window (one replica's memory).
-
-    In memory rather than in the database: a throttle must answer before any database work,
-    and an attacker spread over N replicas gets N times the (small) allowance at most.
-    """
-
-    def __init__(self, limit: int, window_seconds: float, clock: Any = time.monotonic) -> None:
-        self.limit = limit
-        self.window = window_seconds
-        self._clock = clock
-        self._failures: defaultdict[str, deque[float]] = defaultdict(deque)
-
-    def _recent(self, client: str) -> deque[float]:
-        failures = self._failures[client]
-        cutoff = self._clock() - self.window
-        while failures and failures[0] <= cutoff:
-            failures.popleft()
-        return failures
-
-    def check(self, client: str) -> None:
-        """Raise :class:`TooManyAttempts` while ``client`` is over the limit."""
-        failures = self._recent(client)
-        if len(failures) >= self.limit:
-            retry = failures[len(failures) - self.limit] + self.window - self._clock()
-            raise TooManyAttempts(max(1, math.ceil(retry)))
-        if not failures:
-            self._failures.pop(client, None)
-
-    def fail(self, client: str) -> None:
-        self._recent(client).append(self._clock())
-
-
 class Operators:
     """The operator credentials and the session signer, built once per app."""
 
@@ -150,7 +109,6 @@ class Operators:
         self.settings = settings
         self.credentials = credentials_of(settings)
         self.session_seconds = settings.operator_session_seconds
-        self.throttle = FailedLogins(settings.operator_login_failures, 15 * 60)
         key = (
             settings.operator_session_secret.get_secret_value()
             if settings.operator_session_secret is not None
@@ -199,6 +157,19 @@ def _derived_key(credentials: list[Credential]) -> str:
     return hashlib.sha256(b"basketball-api session key\0" + material).hexdigest()
 
 
+async def check_failed_logins(request: Request, client: str) -> None:
+    """429 (``Retry-After``) while ``client`` is past the failed-login limit: then not even
+    the right token is tried, so a guess learns nothing."""
+    limits: RateLimits = request.app.state.rate_limits
+    await limits.check(FAILED_LOGINS, client)
+
+
+async def count_failed_login(request: Request, client: str) -> None:
+    limits: RateLimits = request.app.state.rate_limits
+    with contextlib.suppress(TooManyRequests):  # this attempt is answered as failed anyway
+        await limits.hit(FAILED_LOGINS, client)
+
+
 def get_operators(request: Request) -> Operators:
     operators: Operators = request.app.state.operators
     return operators
@@ -224,12 +195,12 @@ async def operator(
     if not operators.enabled:
         raise Unauthorized("operator endpoints are disabled: set OPERATOR_TOKENS or ADMIN_TOKEN")
     client = client_of(request)
-    operators.throttle.check(client)
+    await check_failed_logins(request, client)
     presented = credentials.credentials if credentials else None
     found = operators.identify(presented)
     if found is None:
         if presented:  # a guess; a request with no token at all is not one
-            operators.throttle.fail(client)
+            await count_failed_login(request, client)
         raise Unauthorized("a valid 'Authorization: Bearer <operator token>' header is required")
     request.state.operator = found.name
     return found.name

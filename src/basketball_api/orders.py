@@ -183,8 +183,9 @@ def discard_reservation(db: Session, order_id: int) -> None:
     )
 
 
-def cancel_order(db: Session, stripe: CheckoutCreator, order_id: int) -> Order:
-    """Cancel a pending order; its payment link is expired first so nobody can pay it."""
+def cancel_order(db: Session, stripe: CheckoutCreator, order_id: int, *, by: str) -> Order:
+    """Cancel a pending order; its payment link is expired first so nobody can pay it.
+    ``by`` is who asked, for the audit log: an operator's name, or ``parent``."""
     order = get_order(db, order_id, for_update=True)
     if order.status == OrderStatus.cancelled:
         return order
@@ -197,6 +198,7 @@ def cancel_order(db: Session, stripe: CheckoutCreator, order_id: int) -> Order:
         if snapshot.status == "complete":
             raise Conflict(f"order {order_id} was already paid at Stripe; it cannot be cancelled")
     transition(order, OrderStatus.cancelled, cause="cancel_request")
+    log.info("order_cancelled", order_id=order.id, operator=by)
     db.flush()
     return order
 

@@ -46,12 +46,22 @@ class RateLimits:
         self._limits: dict[str, list[RateLimitItem]] = {
             "orders": parse_many(settings.order_rate_limit),
             "pay_link": parse_many(settings.pay_link_rate_limit),
+            # Counted only on a failed operator login (see ``operators``), tested on every one.
+            "operator_login_failures": parse_many(settings.operator_login_failure_limit),
         }
 
     async def hit(self, name: str, client: str) -> None:
         """Count one request of ``client``; raise :class:`TooManyRequests` past any window."""
         for item in self._limits[name]:
             if not await self._limiter.hit(item, name, client):
+                stats = await self._limiter.get_window_stats(item, name, client)
+                raise TooManyRequests(max(1, math.ceil(stats.reset_time - time.time())))
+
+    async def check(self, name: str, client: str) -> None:
+        """Raise :class:`TooManyRequests` while ``client`` is past a window of ``name``,
+        counting nothing (``hit`` counts)."""
+        for item in self._limits[name]:
+            if not await self._limiter.test(item, name, client):
                 stats = await self._limiter.get_window_stats(item, name, client)
                 raise TooManyRequests(max(1, math.ceil(stats.reset_time - time.time())))
 

@@ -13,6 +13,7 @@ from basketball_api.admin import Admin
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe, get_services
 from basketball_api.models import Order
+from basketball_api.operators import OperatorName, operator_errors
 from basketball_api.ratelimit import rate_limited
 from basketball_api.schemas import (
     ErrorOut,
@@ -122,11 +123,14 @@ def cancel_order_by_token(
     Rate limited per client, like the pay link."""
     stripe = ThreadStripe(services.gateway, services.settings)
     with transaction(services.sessions) as db:
-        return ParentOrderOut.of(orders.cancel_order(db, stripe, order_id))
+        return ParentOrderOut.of(orders.cancel_order(db, stripe, order_id, by="parent"))
 
 
 @router.get(
-    "/orders/{order_id}", tags=["orders"], responses={404: _ERRORS[404]}, dependencies=[Admin]
+    "/orders/{order_id}",
+    tags=["orders"],
+    responses={**operator_errors(), 404: _ERRORS[404]},
+    dependencies=[Admin],
 )
 def get_order(order_id: OrderId, services: ServicesDep) -> OrderOut:
     """One order by its id (operators only)."""
@@ -134,9 +138,11 @@ def get_order(order_id: OrderId, services: ServicesDep) -> OrderOut:
         return OrderOut.of(orders.get_order(db, order_id))
 
 
-@router.post("/orders/{order_id}/cancel", tags=["orders"], responses=_ERRORS, dependencies=[Admin])
-def cancel_order(order_id: OrderId, services: ServicesDep) -> OrderOut:
+@router.post(
+    "/orders/{order_id}/cancel", tags=["orders"], responses={**operator_errors(), **_ERRORS}
+)
+def cancel_order(order_id: OrderId, services: ServicesDep, who: OperatorName) -> OrderOut:
     """Cancel a pending order by its id (operators only); its link is expired at Stripe first."""
     stripe = ThreadStripe(services.gateway, services.settings)
     with transaction(services.sessions) as db:
-        return OrderOut.of(orders.cancel_order(db, stripe, order_id))
+        return OrderOut.of(orders.cancel_order(db, stripe, order_id, by=who))

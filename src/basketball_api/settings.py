@@ -56,8 +56,9 @@ class Settings(BaseSettings):
     # Signs the page's session cookie; unset: a key derived from the operator credentials.
     operator_session_secret: SecretStr | None = None
     operator_session_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
-    # Failed logins per client address in 15 minutes before every attempt gets 429.
-    operator_login_failures: int = Field(default=10, ge=1, le=1000)
+    # Failed operator logins per client address (``limits`` notation, like the limits above)
+    # past which every attempt from it gets 429, the right token too.
+    operator_login_failure_limit: str = "10/15minutes;50/day"
     # The TLS proxy whose X-Forwarded-Proto/-For are believed (comma-separated addresses or
     # "*"); the same variable uvicorn reads. Unset: only the connection itself counts.
     forwarded_allow_ips: str | None = None

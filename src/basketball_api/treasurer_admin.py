@@ -317,7 +317,7 @@ async def _act(services: Services, order_id: int, action: str, operator: str) ->
             def cancel() -> None:
                 stripe = ThreadStripe(services.gateway, services.settings)
                 with transaction(services.sessions) as db:
-                    orders.cancel_order(db, stripe, order_id)
+                    orders.cancel_order(db, stripe, order_id, by=operator)
 
             await run_in_threadpool(cancel)
             services.refresher.wake()
