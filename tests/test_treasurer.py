@@ -220,6 +220,9 @@ def test_the_page_filters_and_keeps_them(ledger: Any) -> None:
     assert 'value="jordan"' in page.text
     assert 'href="/admin/page/orders.csv?q=jordan"' in page.text
     assert page.text.count('class="cancel"') == 1  # the pending one only
+    total = re.search(r'<tr id="grand-total".*?</tr>', page.text, re.S)
+    assert total is not None
+    assert "60.00 USD" in total.group(0)  # Jordan Park's monthly dues; Jordan Lee paid
     csv_text = client.get("/admin/page/orders.csv?q=jordan").text
     assert csv_text.count("\n") == 3
 
