@@ -4,17 +4,43 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements
 
-.PHONY: install system-deps lint audit test contract demo bench bench-sandbox bench-ordering reliability clean
+.PHONY: install system-deps lint audit test contract image demo bench bench-sandbox bench-ordering reliability lock clean
 
-# The service and, as a separate distribution, the Stripe sandbox (sandbox/) it is developed against.
-$(STAMP): pyproject.toml sandbox/pyproject.toml
+# Every install comes from the lock files in requirements/ (pip-tools, every package pinned
+# with its hashes; `make lock` regenerates them), then the two distributions of this
+# repository without their dependencies: the service and, as a separate distribution, the
+# Stripe sandbox (sandbox/) it is developed and demonstrated against.
+#   install (make test, CI): requirements/dev.txt    demo: requirements/demo.txt only
+#   bench, reliability: requirements/bench.txt (dev + the bench extra)
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' -e ./sandbox
-	touch $(STAMP)
+	touch $@
+
+define install_locked
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)/$(1).txt -r $(LOCK)/build.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . -e ./sandbox
+endef
+
+$(STAMP): $(VENV)/.created $(LOCK)/dev.txt $(LOCK)/build.txt pyproject.toml sandbox/pyproject.toml
+	$(call install_locked,dev)
+	touch $@
+
+$(VENV)/.demo-installed: $(VENV)/.created $(LOCK)/demo.txt $(LOCK)/build.txt pyproject.toml sandbox/pyproject.toml
+	$(call install_locked,demo)
+	touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.created $(LOCK)/bench.txt $(LOCK)/build.txt pyproject.toml sandbox/pyproject.toml
+	$(call install_locked,bench)
+	touch $@
 
 install: $(STAMP)
+
+# Regenerate requirements/*.txt after changing dependencies in a pyproject.toml.
+lock: $(VENV)/.created
+	PY=$(PY) bash scripts/lock
 
 system-deps:
 	bash scripts/system-deps
@@ -28,7 +54,7 @@ lint: install
 # dependency (no advisory database reachable), so it is not part of `make test`; run it where
 # PyPI's JSON API or OSV is reachable (AUDIT_SERVICE=osv): docs/operations.md.
 audit: install
-	$(PY) scripts/audit.py --skip-editable
+	$(PY) scripts/audit.py --disable-pip -r $(LOCK)/bench.txt -r $(LOCK)/build.txt
 
 test: install system-deps lint
 	$(BIN)/pytest
@@ -49,13 +75,18 @@ contract: install
 	esac; \
 	CONTRACT_TARGET=stripe STRIPE_TEST_KEY="$(STRIPE_TEST_KEY)" $(BIN)/pytest -p no:cacheprovider tests/contract
 
-demo: install
+# Build deploy/Dockerfile with buildah from a debootstrapped base and run the image as the
+# Deployment does (read-only root, uid 10001, no capabilities, SIGTERM). Needs root; CI runs it.
+image: install system-deps
+	bash scripts/image-ci
+
+demo: $(VENV)/.demo-installed
 	$(BIN)/basketball-api demo
 
-bench: install
+bench: $(VENV)/.bench-installed
 	$(PY) -m bench.refresh
 
-bench-sandbox: install
+bench-sandbox: $(VENV)/.bench-installed
 	$(PY) -m bench.sandbox_throughput
 
 # Sixty orders at once while Stripe answers in 15 s (SQLite and PostgreSQL).
@@ -64,7 +95,7 @@ bench-ordering: install
 
 # Heavier runs than `make test` (docs/reliability.md): 10,000 webhooks to two replicas,
 # 2,000 refreshes under faults, sustained load. Each prints a table and writes bench/out/.
-reliability: install system-deps
+reliability: $(VENV)/.bench-installed system-deps
 	$(PY) -m bench.exactly_once
 	$(PY) -m bench.soak
 	$(PY) -m bench.load
