@@ -18,6 +18,7 @@ from basketball_api import (
     __version__,
     admin,
     catalogue_admin,
+    docs,
     health,
     ordering,
     paylink,
@@ -96,6 +97,9 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
         summary="Orders and Stripe Checkout payments for a youth basketball club.",
         version=__version__,
         lifespan=lifespan,
+        # The documentation pages are served from packaged assets (docs.py), not a CDN.
+        docs_url=None,
+        redoc_url=None,
         # Starlette's limit, counted as the body streams in (no declared length needed): 413.
         max_body_size=settings.request_max_body_bytes,
     )
@@ -109,6 +113,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
     webhooks.install_webhook_errors(app, get_services)
     paylink.install_link_errors(app)
     app.include_router(health.router)
+    docs.install(app)
     app.include_router(routes.router)
     app.include_router(paylink.router)
     app.include_router(webhooks.router, max_body_size=settings.webhook_max_body_bytes)
