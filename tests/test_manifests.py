@@ -33,7 +33,19 @@ OPERATOR_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-v1.schema.json",
 }
 NOT_APPLIED = {"kustomization.yaml", "secret.example.yaml"}
-SECRET_KEYS = {"DATABASE_URL", "STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "ADMIN_TOKEN"}
+# Secret -> the keys the pod reads from it; the SMTP ones are optional (email off without).
+SECRET_KEYS = {
+    "basketball-api": {"DATABASE_URL", "STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "ADMIN_TOKEN"},
+    "basketball-api-migrate": {"DATABASE_URL"},
+    "basketball-api-smtp": {
+        "SMTP_HOST",
+        "SMTP_PORT",
+        "SMTP_STARTTLS",
+        "SMTP_USERNAME",
+        "SMTP_PASSWORD",
+        "SMTP_SENDER",
+    },
+}
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -144,7 +156,7 @@ def test_every_manifest_parses_into_named_objects(path: Path) -> None:
     for doc in documents:
         assert {"apiVersion", "kind"} <= set(doc), path.name
         if doc["kind"] != "Kustomization":
-            assert doc["metadata"]["name"] == "basketball-api", path.name
+            assert doc["metadata"]["name"].startswith("basketball-api"), path.name
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -293,29 +305,50 @@ def test_deployment_runs_two_single_worker_replicas_after_migrating() -> None:
     assert api["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
 
 
+def _from_secrets(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: ref["secretKeyRef"]
+        for name, ref in _env(container).items()
+        if isinstance(ref, dict) and "secretKeyRef" in ref
+    }
+
+
 def test_deployment_takes_secrets_from_the_secret_and_settings_from_plain_env() -> None:
-    for container in _pod_containers():
-        env = _env(container)
-        from_secret = {
-            name: ref["secretKeyRef"]
-            for name, ref in env.items()
-            if isinstance(ref, dict) and "secretKeyRef" in ref
-        }
-        assert set(from_secret) == SECRET_KEYS, container["name"]
-        assert all(r == {"name": "basketball-api", "key": n} for n, r in from_secret.items())
-        assert env["ENVIRONMENT"] == "production"
-        assert env["STRIPE_API_BASE"] == "https://api.stripe.com"
     (api,) = _pod_spec()["containers"]
-    assert _env(api)["REFRESH_INTERVAL_SECONDS"] == "300"
+    env = _env(api)
+    refs = _from_secrets(api)
+    by_secret: dict[str, set[str]] = {}
+    for name, ref in refs.items():
+        assert ref["key"] == name
+        by_secret.setdefault(ref["name"], set()).add(name)
+    assert by_secret == {k: v for k, v in SECRET_KEYS.items() if k != "basketball-api-migrate"}
+    # SMTP is optional (no Secret: no email); the service's own secrets are not.
+    assert all(ref.get("optional") is True for ref in refs.values() if ref["name"].endswith("smtp"))
+    assert not any(ref.get("optional") for ref in refs.values() if ref["name"] == "basketball-api")
+    assert env["ENVIRONMENT"] == "production"
+    assert env["STRIPE_API_BASE"] == "https://api.stripe.com"
+    assert env["REFRESH_INTERVAL_SECONDS"] == "300"
 
 
-def test_example_secret_holds_exactly_the_keys_and_only_placeholders() -> None:
-    (secret,) = _documents(MANIFEST_DIR / "secret.example.yaml")
+def test_migrations_get_their_own_credential_and_no_other_secret() -> None:
+    (migrate,) = _pod_spec()["initContainers"]
 
-    assert secret["metadata"]["name"] == "basketball-api"
-    assert set(secret["stringData"]) == SECRET_KEYS
-    assert all("CHANGE-ME" in value for value in secret["stringData"].values())
-    assert "data" not in secret
+    assert _from_secrets(migrate) == {
+        "DATABASE_URL": {"name": "basketball-api-migrate", "key": "DATABASE_URL"}
+    }
+    assert _env(migrate)["LOG_FORMAT"] == "json"
+
+
+def test_example_secrets_hold_exactly_the_keys_and_only_placeholders() -> None:
+    secrets = _documents(MANIFEST_DIR / "secret.example.yaml")
+
+    assert {s["metadata"]["name"]: set(s["stringData"]) for s in secrets} == SECRET_KEYS
+    for secret in secrets:
+        values = [
+            v for k, v in secret["stringData"].items() if k not in ("SMTP_PORT", "SMTP_STARTTLS")
+        ]
+        assert all("CHANGE-ME" in value for value in values), secret["metadata"]["name"]
+        assert "data" not in secret
 
 
 def test_containers_are_locked_down_and_sized() -> None:
@@ -337,15 +370,15 @@ def test_containers_are_locked_down_and_sized() -> None:
 def test_dockerfile_matches_the_deployment() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     instructions = [line for line in text.splitlines() if line and not line.startswith(("#", " "))]
-    (user,) = [line.split()[1] for line in instructions if line.startswith("USER ")]
+    users = [line.split()[1] for line in instructions if line.startswith("USER ")]
     (cmd,) = [line.removeprefix("CMD ") for line in instructions if line.startswith("CMD ")]
     (api,) = _pod_spec()["containers"]
 
-    assert all(
-        line == "FROM python:3.11-slim" or " AS " in line
-        for line in instructions
-        if line.startswith("FROM ")
-    )
+    froms = [line for line in instructions if line.startswith("FROM ")]
+    # Two stages, both on the base named by the build argument (a registry image or a local one).
+    assert froms == ["FROM ${BASE_IMAGE} AS build", "FROM ${BASE_IMAGE}"]
+    assert any(line.startswith("ARG BASE_IMAGE=") for line in instructions)
+    (user,) = users  # the final stage only; the build stage runs as root, and is thrown away
     assert re.fullmatch(r"\d+:\d+", user)
     uid, gid = (int(x) for x in user.split(":"))
     assert uid != 0
