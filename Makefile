@@ -22,6 +22,8 @@ $(VENV)/.created:
 define install_locked
 	$(PY) -m pip install -q --require-hashes -r $(LOCK)/$(1).txt -r $(LOCK)/build.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e . -e ./sandbox
+	@$(PY) -m pip check >/dev/null || { $(PY) -m pip check; \
+	  echo "$(LOCK)/$(1).txt lacks a dependency of a pyproject.toml: run make lock" >&2; exit 1; }
 endef
 
 $(STAMP): $(VENV)/.created $(LOCK)/dev.txt $(LOCK)/build.txt pyproject.toml sandbox/pyproject.toml

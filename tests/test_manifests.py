@@ -35,7 +35,13 @@ OPERATOR_SCHEMAS = {
 NOT_APPLIED = {"kustomization.yaml", "secret.example.yaml"}
 # Secret -> the keys the pod reads from it; the SMTP ones are optional (email off without).
 SECRET_KEYS = {
-    "basketball-api": {"DATABASE_URL", "STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "ADMIN_TOKEN"},
+    "basketball-api": {
+        "DATABASE_URL",
+        "STRIPE_API_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "ADMIN_TOKEN",
+        "OPERATOR_TOKENS",
+    },
     "basketball-api-migrate": {"DATABASE_URL"},
     "basketball-api-smtp": {
         "SMTP_HOST",
@@ -324,7 +330,10 @@ def test_deployment_takes_secrets_from_the_secret_and_settings_from_plain_env() 
     assert by_secret == {k: v for k, v in SECRET_KEYS.items() if k != "basketball-api-migrate"}
     # SMTP is optional (no Secret: no email); the service's own secrets are not.
     assert all(ref.get("optional") is True for ref in refs.values() if ref["name"].endswith("smtp"))
-    assert not any(ref.get("optional") for ref in refs.values() if ref["name"] == "basketball-api")
+    optional = {
+        n for n, ref in refs.items() if ref["name"] == "basketball-api" and ref.get("optional")
+    }
+    assert optional == {"OPERATOR_TOKENS"}
     assert env["ENVIRONMENT"] == "production"
     assert env["STRIPE_API_BASE"] == "https://api.stripe.com"
     assert env["REFRESH_INTERVAL_SECONDS"] == "300"
