@@ -38,7 +38,9 @@ SCRIPT = textwrap.dedent(
 
     configure_logging("INFO", "json")
     structlog.get_logger("basketball_api.refresher").info("refresh_succeeded", tournament=3)
-    logging.getLogger("uvicorn.error").info("Started server process [%d]", 42)
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 42, extra={"color_message": "Started [\x1b[36m%d\x1b[0m]"}
+    )
     logging.getLogger("uvicorn.access").info(
         '%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/metrics", "1.1", 200
     )
@@ -67,6 +69,7 @@ def test_every_line_is_json_whoever_logs_it() -> None:
     assert by_event["refresh_succeeded"]["tournament"] == 3
     assert by_event["refresh_succeeded"]["logger"] == "basketball_api.refresher"
     assert by_event["Started server process [42]"]["logger"] == "uvicorn.error"
+    assert "color_message" not in by_event["Started server process [42]"]
     assert by_event['127.0.0.1:1 - "GET /metrics HTTP/1.1" 200']["level"] == "info"
     assert "Running upgrade  -> 0001, initial" in by_event
     assert not any("dropped" in e["event"] for e in events)

@@ -31,6 +31,7 @@ def _shared_processors(fmt: str) -> list[structlog.types.Processor]:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
+        _drop_color_message,
     ]
     if fmt == "json":
         # Tracebacks as data (a multi-line text traceback would break one object per line),
@@ -41,6 +42,14 @@ def _shared_processors(fmt: str) -> list[structlog.types.Processor]:
             )
         )
     return processors
+
+
+def _drop_color_message(
+    _logger: object, _method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """uvicorn passes a copy of each message with terminal colour codes as ``extra``."""
+    event_dict.pop("color_message", None)
+    return event_dict
 
 
 def configure_logging(
