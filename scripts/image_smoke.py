@@ -1,6 +1,6 @@
 """Run the built image as the Deployment runs it, and check what a cluster would rely on.
 
-    python scripts/image_smoke.py localhost/basketball-api:ci
+    python -m scripts.image_smoke localhost/basketball-api:ci
 
 The container gets what the pod spec gives it: a read-only root filesystem with a writable
 /tmp only, uid/gid 10001, no capabilities, no privilege escalation, production settings. It
@@ -37,13 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
 UID = 10001
 GRACE_SECONDS = 30  # terminationGracePeriodSeconds in deploy/kubernetes/deployment.yaml
-PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 WEBHOOK_SECRET = "whsec_image_smoke_" + "0" * 24
 # What the container may touch on the host: its own tmpfs and nothing else.
 PODMAN = ["podman", "--runtime", "runc"]
@@ -149,18 +146,11 @@ def _diff(a: dict[str, str], b: dict[str, str]) -> dict[str, tuple[str | None, s
 # --- around the container -----------------------------------------------------------------------
 
 
-@contextmanager
-def empty_database() -> Iterator[str]:
-    admin = make_url(PG_ADMIN_URL).set(drivername="postgresql")
-    conninfo = admin.render_as_string(hide_password=False)
-    name = f"basketball_image_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def empty_database() -> Any:
+    """An empty PostgreSQL database on this machine's server, dropped afterwards."""
+    from tests.procs import temporary_postgres
+
+    return temporary_postgres("basketball_image", migrate=False)
 
 
 @contextmanager

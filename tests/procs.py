@@ -274,10 +274,12 @@ PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.
 
 
 @contextmanager
-def temporary_postgres(prefix: str = "basketball_reliability") -> Iterator[str]:
+def temporary_postgres(
+    prefix: str = "basketball_reliability", *, migrate: bool = True
+) -> Iterator[str]:
     """A fresh database on the PostgreSQL server of ``TEST_DATABASE_URL``, migrated by
-    Alembic and holding the standard catalogue, dropped afterwards (the server itself is never
-    stopped or reconfigured)."""
+    Alembic and holding the standard catalogue (``migrate=False``: empty, no schema at all),
+    dropped afterwards (the server itself is never stopped or reconfigured)."""
     import uuid
 
     import psycopg
@@ -293,7 +295,8 @@ def temporary_postgres(prefix: str = "basketball_reliability") -> Iterator[str]:
         hide_password=False
     )
     try:
-        migrate_with_catalogue(url)
+        if migrate:
+            migrate_with_catalogue(url)
         yield url
     finally:
         with psycopg.connect(conninfo, autocommit=True) as conn:

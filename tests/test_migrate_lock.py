@@ -8,15 +8,12 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import make_url
-from tests.procs import PG_ADMIN_URL
+from tests.procs import temporary_postgres
 
 from basketball_api.db import make_engine
 
@@ -26,16 +23,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def empty_postgres() -> Iterator[str]:
     """A database with no schema at all, dropped afterwards."""
-    admin = make_url(PG_ADMIN_URL).set(drivername="postgresql")
-    conninfo = admin.render_as_string(hide_password=False)
-    name = f"basketball_migrate_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_postgres("basketball_migrate", migrate=False) as url:
+        yield url
 
 
 def _cli() -> list[str]:
