@@ -175,3 +175,16 @@ def app_sessions(client: Any) -> sessionmaker[Session]:
     """The session factory of a running app (a ``TestClient`` inside its ``with``)."""
     factory: sessionmaker[Session] = client.app.state.services.sessions
     return factory
+
+
+def deliver_signed(client: Any, event: dict[str, Any], secret: str) -> str:
+    """POST ``event`` to the webhook signed with ``secret``; the 200 answer's ``status``."""
+    import json
+
+    payload = json.dumps(event).encode()
+    r = client.post(
+        "/webhooks/stripe", content=payload, headers={"Stripe-Signature": sign(payload, secret)}
+    )
+    assert r.status_code == 200, r.text
+    status: str = r.json()["status"]
+    return status

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from bench.exactly_once import run_mode
 from fastapi.testclient import TestClient
-from tests.fakes import app_sessions, own_links, session_event, sign
+from tests.fakes import app_sessions, deliver_signed, own_links, session_event, sign
 from tests.procs import temporary_postgres
 
 from basketball_api.app import create_app
@@ -76,13 +76,7 @@ def new_order(client: TestClient) -> int:
 
 
 def deliver(client: TestClient, event: dict[str, object]) -> str:
-    payload = json.dumps(event).encode()
-    r = client.post(
-        "/webhooks/stripe", content=payload, headers={"Stripe-Signature": sign(payload, SECRET)}
-    )
-    assert r.status_code == 200, r.text
-    status: str = r.json()["status"]
-    return status
+    return deliver_signed(client, dict(event), SECRET)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ produce (a wrong amount or currency on an order's own link). SQLite and PostgreS
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from tests.fakes import app_sessions, own_links, session_event, sign
+from tests.fakes import app_sessions, deliver_signed, own_links, session_event
 from tests.stack import ADMIN_TOKEN, Stack, running_stack
 
 from basketball_api.app import create_app
@@ -226,13 +225,7 @@ def client(database_url: str) -> Iterator[TestClient]:
 
 
 def deliver(client: TestClient, event: dict[str, Any]) -> str:
-    payload = json.dumps(event).encode()
-    r = client.post(
-        "/webhooks/stripe", content=payload, headers={"Stripe-Signature": sign(payload, SECRET)}
-    )
-    assert r.status_code == 200, r.text
-    status: str = r.json()["status"]
-    return status
+    return deliver_signed(client, dict(event), SECRET)
 
 
 def new_order(client: TestClient, *session_ids: str) -> tuple[int, dict[str, Any]]:

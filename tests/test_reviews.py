@@ -3,7 +3,6 @@ resolved by a named operator (refunded, applied by hand, dismissed), the gauge f
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 import structlog
 from fastapi.testclient import TestClient
-from tests.fakes import app_sessions, own_links, session_event, sign
+from tests.fakes import app_sessions, deliver_signed, own_links, session_event
 
 from basketball_api.app import create_app
 from basketball_api.settings import Settings
@@ -36,13 +35,7 @@ def client(database_url: str) -> Iterator[TestClient]:
 
 
 def deliver(client: TestClient, event: dict[str, Any]) -> str:
-    payload = json.dumps(event).encode()
-    r = client.post(
-        "/webhooks/stripe", content=payload, headers={"Stripe-Signature": sign(payload, SECRET)}
-    )
-    assert r.status_code == 200, r.text
-    status: str = r.json()["status"]
-    return status
+    return deliver_signed(client, dict(event), SECRET)
 
 
 def order_with_link(client: TestClient, session_id: str) -> tuple[int, dict[str, Any]]:
