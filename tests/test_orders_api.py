@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -104,3 +105,14 @@ def test_health_and_docs_answer(client: TestClient) -> None:
     assert client.get("/health").json()["status"] == "ok"
     assert client.get("/docs").status_code == 200
     assert "/orders" in client.get("/openapi.json").json()["paths"]
+
+
+def test_order_times_carry_their_offset(client: TestClient) -> None:
+    body = {"product_id": 2, "parent_email": "a@example.org", "player_name": "Ann"}
+    order = client.post("/orders", json={**body, "create_checkout": False}).json()
+    cancelled = client.post(f"/orders/by-token/{order['access_token']}/cancel").json()
+    by_id = client.get(f"/orders/{order['id']}", headers=OPERATOR).json()
+    moments = [order["created_at"], cancelled["created_at"], cancelled["cancelled_at"]]
+    moments += [by_id["created_at"], by_id["cancelled_at"]]
+    for moment in moments:  # SQLite keeps no offset: read back without one, a client would
+        assert datetime.fromisoformat(moment).utcoffset() == timedelta(0), moment

@@ -7,12 +7,21 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from basketball_api.models import Category, Order, OrderStatus
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database; larger ones are a 422, not a 500
 OrderId = Annotated[int, Path(ge=1, le=MAX_ID, description="The order's id.")]
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every one the service stores is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+#: A moment in an answer: always with its offset, so no client reads it as local time.
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class ProductOut(BaseModel):
@@ -25,13 +34,7 @@ class ProductOut(BaseModel):
     currency: str
     active: bool
     event_date: date | None
-    sale_ends_at: datetime | None = Field(description="On sale until then (null: no end set).")
-
-    @field_validator("sale_ends_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        # SQLite hands back naive UTC
-        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+    sale_ends_at: UtcDateTime | None = Field(description="On sale until then (null: no end set).")
 
 
 class OrderCreate(BaseModel):
@@ -87,10 +90,10 @@ class OrderFields(BaseModel):
     parent_email: str
     player_name: str
     checkout_session_id: str | None
-    checkout_expires_at: datetime | None
-    created_at: datetime
-    paid_at: datetime | None
-    cancelled_at: datetime | None
+    checkout_expires_at: UtcDateTime | None
+    created_at: UtcDateTime
+    paid_at: UtcDateTime | None
+    cancelled_at: UtcDateTime | None
 
     @staticmethod
     def fields_of(order: Order) -> dict[str, object]:
@@ -134,9 +137,9 @@ class ParentOrderOut(BaseModel):
     amount: int
     currency: str
     player_name: str
-    created_at: datetime
-    paid_at: datetime | None
-    cancelled_at: datetime | None
+    created_at: UtcDateTime
+    paid_at: UtcDateTime | None
+    cancelled_at: UtcDateTime | None
 
     @classmethod
     def of(cls, order: Order) -> ParentOrderOut:
