@@ -217,7 +217,8 @@ def test_numbers_json_cannot_hold_are_422s_naming_the_field(
 def test_a_10_mb_body_is_refused_unread(client: TestClient) -> None:
     big = b'{"player_name": "' + b"x" * 10_000_000 + b'"}'
     r = client.post("/orders", content=big, headers={"Content-Type": "application/json"})
-    assert (r.status_code, r.text) == (413, "Content Too Large")
+    too_large = {"detail": "Content Too Large", "code": "request_entity_too_large"}
+    assert (r.status_code, r.json()) == (413, too_large)
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
         yield b'{"player_name": "'
@@ -226,4 +227,4 @@ def test_a_10_mb_body_is_refused_unread(client: TestClient) -> None:
         yield b'"}'
 
     r = client.post("/orders", content=chunks(), headers={"Content-Type": "application/json"})
-    assert r.status_code == 413
+    assert (r.status_code, r.json()) == (413, too_large)

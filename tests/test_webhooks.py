@@ -159,6 +159,7 @@ def test_oversized_bodies_are_refused(client: TestClient) -> None:
         "/webhooks/stripe", content=payload, headers={"Stripe-Signature": sign(payload, SECRET)}
     )
     assert r.status_code == 413
+    assert r.json()["code"] == "request_entity_too_large"
 
 
 def test_without_a_secret_nothing_is_accepted(database_url: str) -> None:

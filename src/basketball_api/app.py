@@ -31,7 +31,7 @@ from basketball_api import (
 )
 from basketball_api.db import make_engine, make_session_factory, transaction
 from basketball_api.deps import Services, get_services
-from basketball_api.errors import install_error_handlers
+from basketball_api.errors import Api, install_error_handlers
 from basketball_api.metrics import Metrics
 from basketball_api.operators import Operators
 from basketball_api.ops import load_pending
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
             await gateway.aclose()
             engine.dispose()
 
-    app = FastAPI(
+    app = Api(
         title="basketball-api",
         summary="Orders and Stripe Checkout payments for a youth basketball club.",
         version=__version__,

@@ -8,6 +8,7 @@ keeps FastAPI's 422 shape, whose ``detail`` lists the fields at fault.
 
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 
 import structlog
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from basketball_api.stripe_gateway import StripeFailure
 
@@ -124,3 +126,49 @@ def _unavailable(exc: DBAPIError) -> bool:
     """The database could not do the work (down, unreachable, locked, out of connections), as
     opposed to refusing it (a constraint, a bad statement), which is a bug and a 500."""
     return isinstance(exc, OperationalError) or exc.connection_invalidated
+
+
+class JsonBodyLimit:
+    """Starlette's body limit answers a body it refuses by its declared length with a plain-text
+    413 of its own, past every exception handler; this puts that answer in the error shape, as
+    the limit already answers a body it refuses while it streams in."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        held: Message | None = None
+
+        async def send_json(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start" and _plain_413(message):
+                held = message
+                return
+            if held is not None and message["type"] == "http.response.body":
+                body = json.dumps(
+                    {"detail": "Content Too Large", "code": "request_entity_too_large"}
+                ).encode()
+                headers = [(b"content-type", b"application/json")]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({**held, "headers": headers})
+                held = None
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_json)
+
+
+def _plain_413(message: Message) -> bool:
+    headers: dict[bytes, bytes] = dict(message.get("headers", ()))
+    status: int = message["status"]
+    return status == 413 and headers.get(b"content-type", b"").startswith(b"text/plain")
+
+
+class Api(FastAPI):
+    """FastAPI with :class:`JsonBodyLimit` outside Starlette's body limit."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return JsonBodyLimit(super().build_middleware_stack())
