@@ -11,7 +11,7 @@ Run: ``python -m bench.slow_stripe`` (``make bench-ordering``). Options: ``--ord
 - after the answers, the service's clean-up expires every session Stripe made for an order it
   did not keep: two latencies later, no open session may lack a saved order (an orphan).
 
-Targets (the issue's): no 5xx but 503, every 503 with ``Retry-After``, no orphaned session,
+Targets: no 5xx but 503, every 503 with ``Retry-After``, no orphaned session,
 ``/health`` under 1 s throughout. Prints a table, writes ``<out>/slow_stripe.json``; exits 1 when
 a target is missed.
 """
