@@ -35,8 +35,6 @@ ANNOUNCED_METRICS = frozenset(
         "basketball_api_poller_lease_held",
         "basketball_api_order_creation_failures_total",
         "basketball_api_payments_needing_review",
-        "basketball_api_stranded_order_transitions_total",
-        "basketball_api_pending_orders_snoozed",
     }
 )
 
@@ -57,6 +55,8 @@ SERVICE_METRICS = ANNOUNCED_METRICS | frozenset(
         "basketball_api_stripe_requests_total",
         "basketball_api_refresh_interval_seconds",
         "basketball_api_category_urgent",
+        "basketball_api_stranded_order_transitions_total",
+        "basketball_api_pending_orders_snoozed",
         "http_requests_total",
         "http_request_duration_seconds_bucket",
         "http_request_duration_seconds_sum",

@@ -193,6 +193,8 @@ _OUTCOMES = {
     "conflict": "Order {order} cannot get a new link (it is paid or cancelled).",
     "not_found": "Order {order} does not exist.",
     "stripe": "Stripe did not answer; order {order} is unchanged. Try again in a moment.",
+    "snoozed": "Order {order} is snoozed for 7 days: it no longer counts for the alerts.",
+    "cancelled": "Order {order} is cancelled.",
 }
 
 
@@ -220,7 +222,7 @@ def _notice(services: Services, order_id: int, outcome: str, email: str) -> _Not
         return None
     text = template.format(order=order_id)
     if outcome not in ("created", "live"):
-        return _Notice(text, ok=False)
+        return _Notice(text, ok=outcome in ("snoozed", "cancelled"))
     with transaction(services.sessions) as db:
         try:
             get_order(db, order_id)

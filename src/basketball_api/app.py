@@ -12,6 +12,7 @@ from functools import partial
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from prometheus_fastapi_instrumentator import Instrumentator
+from sqlalchemy.orm import Session, sessionmaker
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from basketball_api import (
@@ -20,17 +21,20 @@ from basketball_api import (
     catalogue_admin,
     docs,
     health,
+    lifecycle,
+    notify,
     ordering,
     paylink,
     payments,
     recovery,
     reviews,
     routes,
+    stranded_admin,
     treasurer_admin,
     webhooks,
 )
 from basketball_api.db import make_engine, make_session_factory, transaction
-from basketball_api.deps import Services, get_services
+from basketball_api.deps import Services, ThreadStripe, get_services
 from basketball_api.errors import Api, install_error_handlers
 from basketball_api.metrics import Metrics
 from basketball_api.operators import Operators
@@ -69,7 +73,17 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
             deadline_seconds=settings.refresh_deadline_seconds,
             grace_seconds=settings.expiry_grace_seconds,
         )
-        app.state.services = Services(settings, metrics, factory, gateway, refresher)
+        stranded = lifecycle.Lifecycle(
+            factory,
+            policy=lifecycle.Policy.from_settings(settings),
+            dead_orders=partial(_dead_orders, refresher),
+            stripe_now=gateway.stripe_now,
+            send_link=partial(_send_link, settings, factory, ThreadStripe(gateway, settings)),
+            metrics=metrics,
+            interval_seconds=settings.refresh_interval_seconds,
+            after_change=refresher.wake,
+        )
+        app.state.services = Services(settings, metrics, factory, gateway, refresher, stranded)
         freeze_startup_objects()  # no 100 ms garbage-collector stalls mid-refresh
         metrics.up.set(1)
         upkeep: asyncio.Task[None] | None = None
@@ -79,6 +93,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
                 payments.upkeep(factory, gateway, metrics, settings.refresh_interval_seconds),
                 name="payments-upkeep",
             )
+            stranded.start()
         try:
             yield
         finally:
@@ -87,6 +102,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
                 upkeep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await upkeep
+            await stranded.stop()
             await refresher.stop()
             await ordering.drain(within_seconds=10)
             await gateway.aclose()
@@ -118,6 +134,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
     app.include_router(paylink.router)
     app.include_router(webhooks.router, max_body_size=settings.webhook_max_body_bytes)
     app.include_router(admin.router)
+    app.include_router(stranded_admin.router)
     app.include_router(catalogue_admin.router)
     app.include_router(treasurer_admin.router)
     app.include_router(reviews.router)
@@ -127,3 +144,32 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
         should_group_untemplated=True,
     ).instrument(app)
     return app
+
+
+def _dead_orders(refresher: Refresher, db: Session, now: float) -> dict[int, str] | None:
+    """Pending orders whose link is dead, decided as the gauge decides it; None before the
+    first successful refresh (nothing is known yet)."""
+    if refresher.last_success_at is None:
+        return None
+    found = recovery.stranded_orders(db, refresher.knowledge, now=now, grace=refresher.grace)
+    return {s.order_id: s.category for s in found}
+
+
+def _send_link(
+    settings: Settings, factory: sessionmaker[Session], stripe: ThreadStripe, order_id: int
+) -> bool:
+    """Email the parent of a stranded order a working link: a fresh Checkout link (one live
+    link per order), sent by the notify module. False when it could not be sent."""
+    if not settings.smtp_host:
+        return False
+    result = recovery.reissue(factory, stripe, order_id)
+    order = result.order
+    if not order.checkout_url:
+        return False
+    return notify.send_new_link(
+        settings,
+        to=order.parent_email,
+        order_id=order.id,
+        product=order.product.name,
+        url=order.checkout_url,
+    )

@@ -11,6 +11,7 @@ import getpass
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
 
 import anyio
@@ -368,6 +369,59 @@ async def _relink(
         else:
             console.print("no email was sent (pass --email to email each parent the new link)")
         return done, failed + emails[notify.Email.failed]
+
+
+@app.command()
+@one_line_errors
+def snooze(
+    order_id: Annotated[int, typer.Argument(help="The order to snooze.")],
+    days: Annotated[float, typer.Option(min=0.01, max=90, help="How long, in days.")] = 7,
+    by: Annotated[str, typer.Option(help="Who snoozes it, for the audit log.")] = "cli",
+) -> None:
+    """Snooze a stranded order: no alert counts it and it is not cancelled until it ends."""
+    settings = _settings()
+    until = anyio.run(_snooze, settings, order_id, days, by)
+    console.print(f"order {order_id} snoozed until {until:%Y-%m-%d %H:%M} UTC")
+
+
+async def _snooze(settings: Settings, order_id: int, days: float, by: str) -> datetime:
+    from basketball_api import lifecycle
+    from basketball_api.db import transaction
+    from basketball_api.ops import toolkit
+
+    async with toolkit(settings) as kit:
+        until = kit.gateway.stripe_now() + days * lifecycle.DAY
+        with transaction(kit.sessions) as db:
+            lifecycle.snooze(db, order_id, until=until, by=by)
+        return datetime.fromtimestamp(until, UTC)
+
+
+@app.command()
+@one_line_errors
+def cancel(
+    order_id: Annotated[int, typer.Argument(help="The order to cancel.")],
+    by: Annotated[str, typer.Option(help="Who cancels it, for the audit log.")] = "cli",
+) -> None:
+    """Cancel an order (its payment link is expired at Stripe first if still open)."""
+    settings = _settings()
+    anyio.run(_cancel, settings, order_id, by)
+    console.print(f"order {order_id} cancelled")
+
+
+async def _cancel(settings: Settings, order_id: int, by: str) -> None:
+    from basketball_api import lifecycle
+    from basketball_api.db import transaction
+    from basketball_api.deps import ThreadStripe
+    from basketball_api.ops import toolkit
+
+    async with toolkit(settings) as kit:
+        stripe = ThreadStripe(kit.gateway, settings)
+
+        def work() -> None:
+            with transaction(kit.sessions) as db:
+                lifecycle.cancel(db, stripe, order_id, by=by)
+
+        await anyio.to_thread.run_sync(work)
 
 
 SANDBOX_MISSING = (

@@ -11,6 +11,7 @@ import anyio.from_thread
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from basketball_api.lifecycle import Lifecycle
 from basketball_api.metrics import Metrics
 from basketball_api.models import Order, Product
 from basketball_api.refresher import Refresher
@@ -27,6 +28,7 @@ class Services:
     sessions: sessionmaker[Session]
     gateway: StripeGateway
     refresher: Refresher
+    lifecycle: Lifecycle | None = None
 
 
 def get_services(request: Request) -> Services:

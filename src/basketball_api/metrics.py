@@ -13,6 +13,7 @@ from basketball_api.models import Category
 CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
 
 ORDER_CREATION_FAILURE_REASONS = ("stripe_unavailable", "stripe_rejected", "timeout", "database")
+STRANDED_TRANSITIONS = ("stranded", "emailed", "auto_cancelled", "snoozed", "cancelled")
 
 WEBHOOK_ERROR_REASONS = (
     "no_secret",
@@ -101,6 +102,19 @@ class Metrics:
             ["category"],
             registry=r,
         )
+        self.stranded_transitions = Counter(
+            "basketball_api_stranded_order_transitions",
+            "Stranded orders moving on: stranded, emailed the link, snoozed, cancelled by an "
+            "operator, cancelled automatically.",
+            ["transition"],
+            registry=r,
+        )
+        self.snoozed = Gauge(
+            "basketball_api_pending_orders_snoozed",
+            "Stranded orders (pending, link dead) an operator snoozed.",
+            ["category"],
+            registry=r,
+        )
         for category in CATEGORIES:
             self.category_urgent.labels(category=category).set(0)
         self.order_creation_failures = Counter(
@@ -118,6 +132,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for transition in STRANDED_TRANSITIONS:
+            self.stranded_transitions.labels(transition=transition)
         for result in ("success", "error"):
             self.refreshes.labels(result=result)
         for reason in WEBHOOK_ERROR_REASONS:
@@ -127,6 +143,11 @@ class Metrics:
         """Mark the configured urgent categories 1, every other category 0."""
         for category in CATEGORIES:
             self.category_urgent.labels(category=category).set(1 if category in urgent else 0)
+
+    def publish_snoozed(self, snoozed: dict[str, int]) -> None:
+        """Set every category of the snoozed gauge (0 when none)."""
+        for category in CATEGORIES:
+            self.snoozed.labels(category=category).set(snoozed.get(category, 0))
 
     def publish_counts(
         self,

@@ -118,6 +118,12 @@ class Order(Base):
     # The Checkout Session whose payment was applied (null for older orders and by-hand ones).
     paid_by_session_id: Mapped[str | None] = mapped_column(String(255))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The stranded-order lifecycle (lifecycle.py): when the current link was first seen
+    # dead, when the parent was emailed about it (once per order, ever), and a snooze.
+    stranded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stranded_emailed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    snoozed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    snoozed_by: Mapped[str | None] = mapped_column(String(100))
 
     product: Mapped[Product] = relationship(lazy="joined")
 

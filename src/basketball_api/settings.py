@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_sender: str = "payments@basketball-club.example"
 
+    # A stranded order (its link dead) is cancelled after this many days; 0 = never.
+    stranded_cancel_after_days: float = Field(default=7.0, ge=0)
     # Categories whose stranded orders page at any hour (comma-separated, e.g. "tournament"
     # in the days before an event); exported as basketball_api_category_urgent.
     urgent_categories: Annotated[frozenset[Category], NoDecode] = frozenset()
