@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from basketball_api import lifecycle
-from basketball_api.admin import Admin, has_page_session
+from basketball_api.admin import Admin, PageOperator
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe
 from basketball_api.errors import DomainError
@@ -112,8 +112,6 @@ async def run_lifecycle(services: ServicesDep) -> LifecycleOut:
 async def _page_action(
     request: Request, services: Services, order_id: int, action: str
 ) -> Response:
-    if not has_page_session(request, services):
-        return RedirectResponse("/admin", status_code=303)
     form = await request.form()
     query: dict[str, str | int] = {"order": order_id}
     category = form.get("category")
@@ -134,11 +132,15 @@ async def _page_action(
     return RedirectResponse(f"/admin?{urlencode(query)}", status_code=303)
 
 
-@router.post("/page/stranded/{order_id}/snooze", include_in_schema=False)
+@router.post(
+    "/page/stranded/{order_id}/snooze", include_in_schema=False, dependencies=[PageOperator]
+)
 async def page_snooze(request: Request, order_id: OrderId, services: ServicesDep) -> Response:
     return await _page_action(request, services, order_id, "snooze")
 
 
-@router.post("/page/stranded/{order_id}/cancel", include_in_schema=False)
+@router.post(
+    "/page/stranded/{order_id}/cancel", include_in_schema=False, dependencies=[PageOperator]
+)
 async def page_cancel(request: Request, order_id: OrderId, services: ServicesDep) -> Response:
     return await _page_action(request, services, order_id, "cancel")
