@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -354,3 +355,25 @@ def test_operators_snooze_and_cancel_from_the_command_line(database_url: str) ->
         again = run_cli(stack, database_url, "snooze", str(cancelled["id"]))
         assert again.exit_code == 1
         assert "only pending orders snooze" in again.output
+
+
+def test_a_category_is_urgent_in_the_week_before_its_event(
+    factory: sessionmaker[Session],
+) -> None:
+    """The standard catalogue's tournament entry is for 16 January 2027."""
+
+    def urgent(day: str, days: int = 7, configured: frozenset[str] = frozenset()) -> set[str]:
+        now = datetime.fromisoformat(f"{day}T12:00:00+00:00").timestamp()
+        with transaction(factory) as db:
+            return set(
+                lifecycle.urgent_categories(
+                    db, now=now, days_before_event=days, configured=configured
+                )
+            )
+
+    assert urgent("2026-12-01") == set()
+    assert urgent("2027-01-09") == {"tournament"}
+    assert urgent("2027-01-16") == {"tournament"}
+    assert urgent("2027-01-17") == set()  # the event is over
+    assert urgent("2027-01-10", days=0) == set()
+    assert urgent("2026-12-01", configured=frozenset({"jersey"})) == {"jersey"}

@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
             metrics=metrics,
             interval_seconds=settings.refresh_interval_seconds,
             after_change=refresher.wake,
+            urgent=partial(_urgent, settings),
         )
         app.state.services = Services(settings, metrics, factory, gateway, refresher, stranded)
         freeze_startup_objects()  # no 100 ms garbage-collector stalls mid-refresh
@@ -172,4 +173,13 @@ def _send_link(
         order_id=order.id,
         product=order.product.name,
         url=order.checkout_url,
+    )
+
+
+def _urgent(settings: Settings, db: Session, now: float) -> frozenset[str]:
+    return lifecycle.urgent_categories(
+        db,
+        now=now,
+        days_before_event=settings.urgent_days_before_event,
+        configured=frozenset(settings.urgent_categories),
     )

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import anyio.to_thread
@@ -282,6 +282,24 @@ def _auto_cancel(db: Session, order_id: int, now: float, policy: Policy) -> bool
     return True
 
 
+def urgent_categories(
+    db: Session, *, now: float, days_before_event: int, configured: frozenset[str]
+) -> frozenset[str]:
+    """The configured urgent categories, and those with a product whose event is between
+    today and ``days_before_event`` days ahead (Stripe's clock, UTC dates)."""
+    if days_before_event <= 0:
+        return configured
+    today = _at(now).date()
+    stmt = (
+        select(Product.category)
+        .where(Product.event_date.is_not(None))
+        .where(Product.event_date >= today)
+        .where(Product.event_date <= today + timedelta(days=days_before_event))
+        .distinct()
+    )
+    return configured | {category.value for category in db.scalars(stmt)}
+
+
 # -- what operators do --------------------------------------------------------------------
 
 
@@ -312,7 +330,8 @@ class Lifecycle:
     """Runs :func:`run_once` after the refresher knows which links are dead, every interval.
 
     ``dead_orders`` says which pending orders have a dead link (None while nothing is known
-    yet, before the first successful refresh); ``stripe_now`` is Stripe's clock.
+    yet, before the first successful refresh); ``stripe_now`` is Stripe's clock; ``urgent``
+    which categories are urgent now (published to ``basketball_api_category_urgent``).
     """
 
     def __init__(
@@ -326,6 +345,7 @@ class Lifecycle:
         metrics: Metrics,
         interval_seconds: float,
         after_change: Callable[[], None] | None = None,
+        urgent: Callable[[Session, float], frozenset[str]] | None = None,
     ) -> None:
         self.factory = factory
         self.policy = policy
@@ -335,6 +355,7 @@ class Lifecycle:
         self.metrics = metrics
         self.interval = interval_seconds
         self.after_change = after_change
+        self.urgent = urgent
         self._task: asyncio.Task[None] | None = None
 
     def run_now(self) -> Outcome | None:
@@ -342,6 +363,8 @@ class Lifecycle:
         now = self.stripe_now()
         with transaction(self.factory) as db:
             dead = self.dead_orders(db, now)
+            if self.urgent is not None:
+                self.metrics.publish_urgent_categories(self.urgent(db, now))
         if dead is None:
             return None
         outcome = run_once(

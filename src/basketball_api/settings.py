@@ -73,6 +73,9 @@ class Settings(BaseSettings):
 
     # A stranded order (its link dead) is cancelled after this many days; 0 = never.
     stranded_cancel_after_days: float = Field(default=7.0, ge=0)
+    # A category with a product whose event is at most this many days ahead is urgent too
+    # (its stranded orders page at any hour); 0 = only URGENT_CATEGORIES.
+    urgent_days_before_event: int = Field(default=7, ge=0, le=365)
     # Categories whose stranded orders page at any hour (comma-separated, e.g. "tournament"
     # in the days before an event); exported as basketball_api_category_urgent.
     urgent_categories: Annotated[frozenset[Category], NoDecode] = frozenset()
