@@ -377,3 +377,26 @@ def test_a_category_is_urgent_in_the_week_before_its_event(
     assert urgent("2027-01-17") == set()  # the event is over
     assert urgent("2027-01-10", days=0) == set()
     assert urgent("2026-12-01", configured=frozenset({"jersey"})) == {"jersey"}
+
+
+def test_fifteen_hundred_dead_links_at_once(factory: sessionmaker[Session]) -> None:
+    with transaction(factory) as db:
+        orders = [
+            Order(
+                product_id=2,
+                amount=6000,
+                currency="usd",
+                parent_email=f"p{n}@example.org",
+                player_name="Jordan",
+                stripe_checkout_session_id=f"cs_test_bulk_{n}",
+            )
+            for n in range(2000)
+        ]
+        db.add_all(orders)
+        db.flush()
+        dead = {o.id: "monthly" for o in orders[:1500]}
+
+    outcome = run_once(factory, dead, policy=WEEK, now=T0, send_link=Mailer())
+
+    assert len(outcome.stranded) == 1500
+    assert len(outcome.emailed) == 1500

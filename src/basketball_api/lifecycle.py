@@ -140,26 +140,42 @@ def _claim(db: Session, order_id: int, column: Any, value: datetime | None, *whe
     return cast(CursorResult[Any], result).rowcount == 1
 
 
+_CHUNK = 900  # ids per IN list: well under SQLite's limit on bound parameters
+
+
+def _claim_many(
+    db: Session, ids: list[int], values: Mapping[Any, datetime | None], *where: Any
+) -> list[int]:
+    """Set ``values`` on the orders ``ids`` where ``where`` still holds: the ids this call
+    changed (so two replicas never both take the same step)."""
+    claimed: list[int] = []
+    for i in range(0, len(ids), _CHUNK):
+        stmt = (
+            update(Order)
+            .where(Order.id.in_(ids[i : i + _CHUNK]), *where)
+            .values(dict(values))
+            .returning(Order.id)
+            .execution_options(synchronize_session=False)
+        )
+        claimed.extend(db.scalars(stmt))
+    return sorted(claimed)
+
+
 def _tracked(db: Session, dead: Mapping[int, str]) -> list[Tracked]:
     """Pending orders that are dead or carry lifecycle state."""
-    stmt = (
-        select(
-            Order.id,
-            Product.category,
-            Order.stranded_at,
-            Order.stranded_emailed_at,
-            Order.snoozed_until,
-        )
-        .join(Product, Product.id == Order.product_id)
-        .where(Order.status == OrderStatus.pending)
-        .where(
-            or_(
-                Order.id.in_(list(dead)),
-                Order.stranded_at.is_not(None),
-                Order.snoozed_until.is_not(None),
-            )
-        )
-    )
+    columns = select(
+        Order.id,
+        Product.category,
+        Order.stranded_at,
+        Order.stranded_emailed_at,
+        Order.snoozed_until,
+    ).join(Product, Product.id == Order.product_id)
+    pending = columns.where(Order.status == OrderStatus.pending)
+    ids = sorted(dead)
+    statements = [
+        pending.where(or_(Order.stranded_at.is_not(None), Order.snoozed_until.is_not(None)))
+    ] + [pending.where(Order.id.in_(ids[i : i + _CHUNK])) for i in range(0, len(ids), _CHUNK)]
+    rows = {row[0]: row for stmt in statements for row in db.execute(stmt)}
     return [
         Tracked(
             order_id=order_id,
@@ -169,7 +185,7 @@ def _tracked(db: Session, dead: Mapping[int, str]) -> list[Tracked]:
             emailed_at=_seconds(emailed_at),
             snoozed_until=_seconds(snoozed_until),
         )
-        for order_id, category, stranded_at, emailed_at, snoozed_until in db.execute(stmt)
+        for order_id, category, stranded_at, emailed_at, snoozed_until in rows.values()
     ]
 
 
@@ -204,32 +220,26 @@ def run_once(
     with transaction(factory) as db:
         outcome.cancelled = _left_by_cancellation(db)
         todo = plan(_tracked(db, dead), policy, now)
-        for order_id in todo.recover:
-            db.execute(
-                update(Order)
-                .where(Order.id == order_id)
-                .values(stranded_at=None, snoozed_until=None, snoozed_by=None)
-                .execution_options(synchronize_session=False)
-            )
-        for order_id in todo.strand:
-            if _claim(db, order_id, Order.stranded_at, _at(now), Order.stranded_at.is_(None)):
-                outcome.stranded.append(order_id)
-                log.info("order_stranded", order_id=order_id)
+        _claim_many(
+            db,
+            todo.recover,
+            {Order.stranded_at: None, Order.snoozed_until: None, Order.snoozed_by: None},
+        )
+        outcome.stranded = _claim_many(
+            db, todo.strand, {Order.stranded_at: _at(now)}, Order.stranded_at.is_(None)
+        )
+        for order_id in outcome.stranded:
+            log.info("order_stranded", order_id=order_id)
         for order_id in todo.cancel:
             if _auto_cancel(db, order_id, now, policy):
                 outcome.auto_cancelled.append(order_id)
-        emails = [
-            order_id
-            for order_id in todo.email
-            if order_id not in outcome.auto_cancelled
-            and _claim(
-                db,
-                order_id,
-                Order.stranded_emailed_at,
-                _at(now),
-                Order.stranded_emailed_at.is_(None),
-            )
-        ]
+        cancelled = set(outcome.auto_cancelled)
+        emails = _claim_many(
+            db,
+            [o for o in todo.email if o not in cancelled],
+            {Order.stranded_emailed_at: _at(now)},
+            Order.stranded_emailed_at.is_(None),
+        )
     for order_id in emails:
         if _send(send_link, order_id):
             outcome.emailed.append(order_id)
