@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import yaml
 from tests.prometheus_server import (
@@ -158,9 +159,10 @@ def test_a_stranded_order_is_one_warning_resolved_once_paid(tmp_path: Path) -> N
         )
         assert firing["groupLabels"] == {"namespace": NAMESPACE, "category": "jersey"}
 
-        # The club deals with it: a fresh link, which the parent pays.
-        fresh = stack.api.post(f"/admin/orders/{abandoned['id']}/reissue").json()
-        stack.sandbox.pay(fresh["order"]["checkout_session_id"])
+        # The parent comes back through the order's pay link: a fresh Checkout page, paid.
+        opened = httpx.get(abandoned["pay_url"], follow_redirects=False)
+        assert opened.status_code == 303, opened.text
+        stack.sandbox.pay(opened.headers["location"].rsplit("/", 1)[-1])
         stack.sandbox.wait_for_webhooks(timeout=10)
         assert stack.api.get(f"/orders/{abandoned['id']}").json()["status"] == "paid"
 

@@ -17,6 +17,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from basketball_api import (
     __version__,
+    access,
     admin,
     catalogue_admin,
     docs,
@@ -34,11 +35,12 @@ from basketball_api import (
     webhooks,
 )
 from basketball_api.db import make_engine, make_session_factory, transaction
-from basketball_api.deps import Services, ThreadStripe, get_services
+from basketball_api.deps import Services, get_services
 from basketball_api.errors import Api, install_error_handlers
 from basketball_api.metrics import Metrics
 from basketball_api.operators import Operators
 from basketball_api.ops import load_pending
+from basketball_api.orders import get_order
 from basketball_api.ratelimit import RateLimits
 from basketball_api.refresher import Refresher, freeze_startup_objects
 from basketball_api.settings import Settings
@@ -78,7 +80,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
             policy=lifecycle.Policy.from_settings(settings),
             dead_orders=partial(_dead_orders, refresher),
             stripe_now=gateway.stripe_now,
-            send_link=partial(_send_link, settings, factory, ThreadStripe(gateway, settings)),
+            send_link=partial(_send_link, settings, factory),
             metrics=metrics,
             interval_seconds=settings.refresh_interval_seconds,
             after_change=refresher.wake,
@@ -156,23 +158,22 @@ def _dead_orders(refresher: Refresher, db: Session, now: float) -> dict[int, str
     return {s.order_id: s.category for s in found}
 
 
-def _send_link(
-    settings: Settings, factory: sessionmaker[Session], stripe: ThreadStripe, order_id: int
-) -> bool:
-    """Email the parent of a stranded order a working link: a fresh Checkout link (one live
-    link per order), sent by the notify module. False when it could not be sent."""
-    if not settings.smtp_host:
+def _send_link(settings: Settings, factory: sessionmaker[Session], order_id: int) -> bool:
+    """Email the parent of a stranded order its pay link (``/pay/{token}``, a new token of
+    its own): it opens a fresh Checkout page whenever the parent gets to it, so no Stripe call
+    is made now. False when it could not be sent."""
+    if not notify.configured(settings):
         return False
-    result = recovery.reissue(factory, stripe, order_id)
-    order = result.order
-    if not order.checkout_url:
-        return False
+    with transaction(factory) as db:
+        order = get_order(db, order_id)
+        to, product = order.parent_email, order.product.name
+        token = access.issue_token(db, order_id, "stranded_email")
     return notify.send_new_link(
         settings,
-        to=order.parent_email,
-        order_id=order.id,
-        product=order.product.name,
-        url=order.checkout_url,
+        to=to,
+        order_id=order_id,
+        product=product,
+        url=access.pay_url(settings, token),
     )
 
 

@@ -4,8 +4,8 @@ An order is *stranded* while it is pending behind a dead payment link. The lifec
 each one an end, on its own and with safe defaults:
 
 1. **stranded**: the first time its link is seen dead, the moment is recorded on the order;
-2. **emailed**: with email configured, the parent is sent a working link once — the moment
-   is recorded on the order and the email is never sent twice, whatever happens later;
+2. **emailed**: with email configured, the parent is sent the order's pay link once — the
+   moment is recorded on the order and the email is never sent twice, whatever happens later;
 3. **auto_cancelled**: after ``STRANDED_CANCEL_AFTER_DAYS`` stranded (7 by default; 0 =
    never) and not snoozed, the order is cancelled through the order state machine, with an
    audit log line, and leaves the gauges.
