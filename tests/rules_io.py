@@ -33,7 +33,6 @@ ANNOUNCED_METRICS = frozenset(
         "basketball_api_pending_orders_with_missing_session",
         "basketball_api_stripe_clock_offset_seconds",
         "basketball_api_poller_lease_held",
-        "basketball_api_payments_needing_review",
     }
 )
 
@@ -55,6 +54,7 @@ SERVICE_METRICS = ANNOUNCED_METRICS | frozenset(
         "basketball_api_refresh_interval_seconds",
         "basketball_api_category_urgent",
         "basketball_api_order_creation_failures_total",
+        "basketball_api_payments_needing_review",
         "basketball_api_stranded_order_transitions_total",
         "basketball_api_pending_orders_snoozed",
         "http_requests_total",

@@ -17,7 +17,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
-from tests.stack import running_stack
+from tests.operator_page import OperatorPage
+from tests.stack import ADMIN_TOKEN, running_stack
 from tests.test_cli_ops import run as run_cli
 from tests.test_cli_ops import wide_quiet_cli  # noqa: F401 (a fixture, used below)
 from tests.test_notify import Sink, free_port
@@ -405,3 +406,36 @@ def test_fifteen_hundred_dead_links_at_once(factory: sessionmaker[Session]) -> N
 
     assert len(outcome.stranded) == 1500
     assert len(outcome.emailed) == 1500
+
+
+def test_the_operator_page_snoozes_and_cancels_with_its_csrf_token(database_url: str) -> None:
+    with running_stack(database_url) as stack:
+        snoozed, cancelled = stack.order("tournament"), stack.order("jersey")
+        for o in (snoozed, cancelled):
+            stack.sdk.v1.checkout.sessions.expire(o["checkout_session_id"])
+        stack.sandbox.wait_for_webhooks(timeout=10)
+        stack.refresh()
+        with httpx.Client(base_url=stack.api_url) as browser:
+            page = OperatorPage(browser, ADMIN_TOKEN)
+            listing = page.get("/admin").text
+            assert f"/admin/page/stranded/{snoozed['id']}/snooze" in listing
+            assert f"/admin/page/stranded/{cancelled['id']}/cancel" in listing
+
+            forged = browser.post(f"/admin/page/stranded/{snoozed['id']}/snooze")
+            assert forged.status_code == 403  # no CSRF token: nothing happens
+            done = page.post(f"/admin/page/stranded/{snoozed['id']}/snooze")
+            assert done.status_code == 303
+            assert "outcome=snoozed" in done.headers["location"]
+            gone = page.post(f"/admin/page/stranded/{cancelled['id']}/cancel")
+            assert "outcome=cancelled" in gone.headers["location"]
+
+        assert stack.api.get(f"/orders/{cancelled['id']}").json()["status"] == "cancelled"
+        engine = make_engine(database_url)
+        try:
+            with transaction(make_session_factory(engine)) as db:
+                order = db.get_one(Order, snoozed["id"])
+                assert (order.snoozed_by, order.status) == ("admin", OrderStatus.pending)
+        finally:
+            engine.dispose()
+        text = stack.api.get("/metrics").text
+        assert 'basketball_api_pending_orders_snoozed{category="tournament"} 1.0' in text

@@ -328,7 +328,7 @@ def snooze(db: Session, order_id: int, *, until: float, by: str) -> Order:
 
 def cancel(db: Session, stripe: CheckoutCreator, order_id: int, *, by: str) -> Order:
     """An operator cancels an order (its link is expired at Stripe first if still open)."""
-    order = cancel_order(db, stripe, order_id)
+    order = cancel_order(db, stripe, order_id, by=by)
     log.info("stranded_order_cancelled", order_id=order_id, by=by)
     return order
 

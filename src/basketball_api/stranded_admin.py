@@ -1,7 +1,8 @@
 """Operator actions on stranded orders: snooze, cancel, and run the lifecycle now.
 
-JSON under ``/admin/…`` takes the operator token like every admin route; the operator page's
-buttons post forms under ``/admin/page/…`` with its session cookie.
+JSON under ``/admin/…`` takes an operator's token like every admin route; the operator page's
+buttons post forms under ``/admin/page/…`` with its session cookie and CSRF token. Audit lines
+name the operator.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from basketball_api import lifecycle
-from basketball_api.admin import Admin, PageOperator
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe
 from basketball_api.errors import DomainError
 from basketball_api.metrics import CATEGORIES
+from basketball_api.operators import FormOperator, OperatorName, operator_errors
 from basketball_api.schemas import OrderId, OrderOut
 from basketball_api.stripe_gateway import StripeFailure
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-OPERATOR = "operator"  # who did it, for the audit line (one shared admin token today)
 
 
 class SnoozeOut(BaseModel):
@@ -40,19 +40,19 @@ class LifecycleOut(BaseModel):
     cancelled: list[int]
 
 
-def _snooze(services: Services, order_id: int, days: float) -> SnoozeOut:
+def _snooze(services: Services, order_id: int, days: float, who: str) -> SnoozeOut:
     until = services.gateway.stripe_now() + days * lifecycle.DAY
     with transaction(services.sessions) as db:
-        order = lifecycle.snooze(db, order_id, until=until, by=OPERATOR)
+        order = lifecycle.snooze(db, order_id, until=until, by=who)
         out = OrderOut.of(order)
     services.metrics.stranded_transitions.labels(transition="snoozed").inc()
     return SnoozeOut(snoozed_until=until, order=out)
 
 
-def _cancel(services: Services, order_id: int) -> OrderOut:
+def _cancel(services: Services, order_id: int, who: str) -> OrderOut:
     stripe = ThreadStripe(services.gateway, services.settings)
     with transaction(services.sessions) as db:
-        return OrderOut.of(lifecycle.cancel(db, stripe, order_id, by=OPERATOR))
+        return OrderOut.of(lifecycle.cancel(db, stripe, order_id, by=who))
 
 
 def _run(services: Services) -> LifecycleOut:
@@ -76,29 +76,30 @@ async def _after(services: Services) -> None:
         await run_in_threadpool(services.lifecycle.run_now)
 
 
-@router.post("/orders/{order_id}/snooze", dependencies=[Admin])
+@router.post("/orders/{order_id}/snooze", responses=operator_errors(404, 409))
 async def snooze(
     order_id: OrderId,
     services: ServicesDep,
+    who: OperatorName,
     days: Annotated[float, Query(gt=0, le=90, description="How long, in days.")] = 7,
 ) -> SnoozeOut:
     """Snooze a stranded order: it stops counting for the stranded-order alerts and is not
     cancelled automatically until the snooze ends (a live link again ends it too)."""
-    result = await run_in_threadpool(_snooze, services, order_id, days)
+    result = await run_in_threadpool(_snooze, services, order_id, days, who)
     await _after(services)
     return result
 
 
-@router.post("/orders/{order_id}/cancel", dependencies=[Admin])
-async def cancel(order_id: OrderId, services: ServicesDep) -> OrderOut:
+@router.post("/orders/{order_id}/cancel", responses=operator_errors(404, 409, 502))
+async def cancel(order_id: OrderId, services: ServicesDep, who: OperatorName) -> OrderOut:
     """Cancel an order as an operator (its link is expired at Stripe first if still open)."""
-    result = await run_in_threadpool(_cancel, services, order_id)
+    result = await run_in_threadpool(_cancel, services, order_id, who)
     await _after(services)
     return result
 
 
-@router.post("/stranded-orders/lifecycle", dependencies=[Admin])
-async def run_lifecycle(services: ServicesDep) -> LifecycleOut:
+@router.post("/stranded-orders/lifecycle", responses=operator_errors())
+async def run_lifecycle(services: ServicesDep, _who: OperatorName) -> LifecycleOut:
     """Run the stranded-order lifecycle once now (it also runs every refresh interval)."""
     result = await run_in_threadpool(_run, services)
     if result.auto_cancelled or result.emailed:
@@ -110,7 +111,7 @@ async def run_lifecycle(services: ServicesDep) -> LifecycleOut:
 
 
 async def _page_action(
-    request: Request, services: Services, order_id: int, action: str
+    request: Request, services: Services, order_id: int, action: str, who: str
 ) -> Response:
     form = await request.form()
     query: dict[str, str | int] = {"order": order_id}
@@ -119,9 +120,9 @@ async def _page_action(
         query["category"] = category
     try:
         if action == "snooze":
-            await run_in_threadpool(_snooze, services, order_id, 7)
+            await run_in_threadpool(_snooze, services, order_id, 7, who)
         else:
-            await run_in_threadpool(_cancel, services, order_id)
+            await run_in_threadpool(_cancel, services, order_id, who)
     except DomainError as e:
         query["outcome"] = "not_found" if e.status_code == 404 else "conflict"
     except StripeFailure:
@@ -132,15 +133,15 @@ async def _page_action(
     return RedirectResponse(f"/admin?{urlencode(query)}", status_code=303)
 
 
-@router.post(
-    "/page/stranded/{order_id}/snooze", include_in_schema=False, dependencies=[PageOperator]
-)
-async def page_snooze(request: Request, order_id: OrderId, services: ServicesDep) -> Response:
-    return await _page_action(request, services, order_id, "snooze")
+@router.post("/page/stranded/{order_id}/snooze", include_in_schema=False)
+async def page_snooze(
+    request: Request, order_id: OrderId, services: ServicesDep, who: FormOperator
+) -> Response:
+    return await _page_action(request, services, order_id, "snooze", who)
 
 
-@router.post(
-    "/page/stranded/{order_id}/cancel", include_in_schema=False, dependencies=[PageOperator]
-)
-async def page_cancel(request: Request, order_id: OrderId, services: ServicesDep) -> Response:
-    return await _page_action(request, services, order_id, "cancel")
+@router.post("/page/stranded/{order_id}/cancel", include_in_schema=False)
+async def page_cancel(
+    request: Request, order_id: OrderId, services: ServicesDep, who: FormOperator
+) -> Response:
+    return await _page_action(request, services, order_id, "cancel", who)
