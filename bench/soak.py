@@ -35,7 +35,6 @@ import time
 import tracemalloc
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import httpx
@@ -46,10 +45,10 @@ from tests.procs import start_api, start_sandbox
 from tests.standard_catalogue import migrate_with_catalogue
 
 from basketball_api.db import make_engine, make_session_factory, transaction
+from basketball_api.lease import Lease
+from basketball_api.link_state import epoch
 from basketball_api.metrics import CATEGORIES, Metrics
-from basketball_api.ops import load_pending
-from basketball_api.orders import load_pending_rows
-from basketball_api.refresher import Refresher
+from basketball_api.ops import make_refresher
 from basketball_api.settings import Settings
 from basketball_api.stripe_gateway import StripeGateway
 from stripe_sandbox.control import SandboxControl
@@ -156,16 +155,26 @@ def published(metrics: Metrics) -> dict[str, dict[str, int]]:
 def truth(factory: object, control: SandboxControl) -> dict[str, dict[str, int]]:
     sessions = control.sessions()
     out = {k: dict.fromkeys(CATEGORIES, 0) for k in GAUGES}
+    from sqlalchemy import select
+
+    from basketball_api.models import Order, OrderStatus, Product
+
+    stmt = (
+        select(Order.stripe_checkout_session_id, Product.category)
+        .join(Product, Product.id == Order.product_id)
+        .where(Order.status == OrderStatus.pending)
+        .where(Order.stripe_checkout_session_id.is_not(None))
+    )
     with transaction(factory) as db:  # type: ignore[arg-type]
-        rows = load_pending_rows(db)
-    for row in rows:
-        s = sessions[row.session_id]
+        rows = [(str(sid), category.value) for sid, category in db.execute(stmt)]
+    for session_id, category in rows:
+        s = sessions[session_id]
         if s["status"] == "expired":
-            out["expired"][row.category] += 1
+            out["expired"][category] += 1
         elif s["status"] == "complete" and s["payment_status"] == "paid":
-            out["completed"][row.category] += 1
+            out["completed"][category] += 1
         elif s["status"] == "open":
-            out["open"][row.category] += 1
+            out["open"][category] += 1
     return out
 
 
@@ -236,7 +245,6 @@ def pending_expiries(factory: object) -> list[int]:
     from sqlalchemy import select
 
     from basketball_api.models import Order, OrderStatus
-    from basketball_api.orders import epoch
 
     with transaction(factory) as db:  # type: ignore[arg-type]
         stmt = select(Order.checkout_session_expires_at).where(Order.status == OrderStatus.pending)
@@ -272,14 +280,8 @@ async def soak(args: argparse.Namespace, workdir: Path) -> Report:
     factory = make_session_factory(engine)
     metrics = Metrics()
     gateway = StripeGateway.from_settings(settings, metrics)
-    refresher = Refresher(
-        load_pending=partial(load_pending, factory),
-        source=gateway,
-        metrics=metrics,
-        interval_seconds=args.pause,
-        deadline_seconds=settings.refresh_deadline_seconds,
-        grace_seconds=0,
-    )
+    refresher = make_refresher(settings, factory, gateway, metrics, Lease(engine))
+    refresher.interval = args.pause
     control = SandboxControl(sandbox.url)
     # As an operator: orders are cancelled by id.
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -318,14 +320,14 @@ async def soak(args: argparse.Namespace, workdir: Path) -> Report:
                 gc.collect()
                 report.traced_after_warmup = tracemalloc.get_traced_memory()[0]
                 report.rss_after_warmup = process.memory_info().rss
-                report.tracked_after_warmup = len(refresher.knowledge)
+                report.tracked_after_warmup = len(pending_sessions(factory))
             world.step(cycle)
             await asyncio.sleep(args.pause)
         report.seconds = time.perf_counter() - started
         gc.collect()
         report.traced_end = tracemalloc.get_traced_memory()[0]
         report.rss_end = process.memory_info().rss
-        report.tracked_end = len(refresher.knowledge)
+        report.tracked_end = len(pending_sessions(factory))
         tracemalloc.stop()
         report.pending_end = len(pending_sessions(factory))
         report.world = world.counts
@@ -385,7 +387,7 @@ def table(r: Report, args: argparse.Namespace) -> str:
         ),
         ("pending orders start → end", f"{r.pending_start} → {r.pending_end}"),
         ("world changes", ", ".join(f"{k} {v}" for k, v in sorted(r.world.items()))),
-        ("sessions tracked after warm-up → end", f"{r.tracked_after_warmup} → {r.tracked_end}"),
+        ("pending orders after warm-up → end", f"{r.tracked_after_warmup} → {r.tracked_end}"),
         (
             f"traced Python memory after {args.warmup} cycles → end",
             f"{r.traced_after_warmup / mib:.2f} → {r.traced_end / mib:.2f} MiB "

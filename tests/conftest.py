@@ -50,7 +50,8 @@ def _truncate(url: str) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql(
             "TRUNCATE order_access_tokens, checkout_links, payments_needing_review,"
-            " links_to_expire, orders, processed_webhook_events, products RESTART IDENTITY"
+            " links_to_expire, orders, processed_webhook_events, products, poller_cursor"
+            " RESTART IDENTITY"
         )
     engine.dispose()
 

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from basketball_api.poller import SessionSource
 from basketball_api.stripe_gateway import (
-    EventPage,
     SessionEvent,
     SessionSnapshot,
     StripeFailure,
+    StripeRejected,
 )
+
+EVENTS_KEPT_SECONDS = 30 * 24 * 3600
 
 
 class FakeStripe:
-    """An in-memory ``SessionSource``: sessions, an events feed, a call counter, failures."""
+    """An in-memory ``SessionSource``: sessions, an events feed (kept 30 days, each event
+    visible from a time of its own), a call counter, failures on demand."""
 
     def __init__(self, now: float = 1_800_000_000.0) -> None:
         self.now = now
         self.sessions: dict[str, SessionSnapshot] = {}
         self.events: list[SessionEvent] = []
+        self.visible_at: dict[str, float] = {}
         self.calls = 0
+        self.listings = 0  # GET /v1/checkout/sessions pages
         self.fail_with: StripeFailure | None = None
+        self.clock_floor = 0.0
 
     def add(
         self,
@@ -38,15 +46,35 @@ class FakeStripe:
         self.sessions[sid] = snap
         return snap
 
-    def complete(self, sid: str) -> None:
+    def _emit(self, kind: str, snap: SessionSnapshot, *, late_by: float = 0.0) -> None:
+        event = SessionEvent(f"evt_{len(self.events)}", kind, int(self.now), snap)
+        self.events.append(event)
+        self.visible_at[event.id] = self.now + late_by
+
+    def _set(self, sid: str, status: str, payment_status: str) -> SessionSnapshot:
         old = self.sessions[sid]
-        snap = SessionSnapshot(sid, "complete", "paid", old.created, old.expires_at)
+        snap = SessionSnapshot(sid, status, payment_status, old.created, old.expires_at)
         self.sessions[sid] = snap
-        self.events.append(
-            SessionEvent(
-                f"evt_{len(self.events)}", "checkout.session.completed", int(self.now), snap
-            )
-        )
+        return snap
+
+    def complete(self, sid: str, payment_status: str = "paid", *, late_by: float = 0.0) -> None:
+        snap = self._set(sid, "complete", payment_status)
+        self._emit("checkout.session.completed", snap, late_by=late_by)
+
+    def settle(self, sid: str, *, succeeded: bool) -> None:
+        """A delayed payment's outcome (Stripe's snapshot stays complete/unpaid on failure)."""
+        snap = self._set(sid, "complete", "paid" if succeeded else "unpaid")
+        kind = "succeeded" if succeeded else "failed"
+        self._emit(f"checkout.session.async_payment_{kind}", snap)
+
+    def expire(self, sid: str, *, late_by: float = 0.0) -> None:
+        """Expired early (the dashboard, another integration): an event, maybe no webhook."""
+        snap = self._set(sid, "expired", self.sessions[sid].payment_status)
+        self._emit("checkout.session.expired", snap, late_by=late_by)
+
+    def forget(self, sid: str) -> None:
+        """Stripe no longer knows the session (a data reset, another account's key)."""
+        del self.sessions[sid]
 
     def _call(self) -> None:
         self.calls += 1
@@ -54,36 +82,53 @@ class FakeStripe:
             raise self.fail_with
 
     def stripe_now(self) -> float:
-        return self.now
+        self.clock_floor = max(self.clock_floor, self.now)
+        return self.clock_floor
 
-    async def latest_event_id(self) -> str | None:
-        self._call()
-        return self.events[-1].id if self.events else None
+    def clock_at_least(self, moment: float) -> None:
+        self.clock_floor = max(self.clock_floor, moment)
 
-    async def events_after(self, cursor: str) -> EventPage:
-        self._call()
-        ids = [e.id for e in self.events]
-        newer = self.events[ids.index(cursor) + 1 :]
-        return EventPage(newer, newer[-1].id if newer else cursor)
-
-    async def events_since(self, created_gte: int) -> EventPage:
-        self._call()
-        newer = [e for e in self.events if e.created >= created_gte]
-        return EventPage(newer, newer[-1].id if newer else None)
-
-    async def list_sessions(
-        self, *, created_gte: int, created_lte: int, status: str | None = None
-    ) -> list[SessionSnapshot]:
-        self._call()
-        return [
-            s
-            for s in self.sessions.values()
-            if created_gte <= s.created <= created_lte and status in (None, s.status)
+    async def event_pages(
+        self, *, created_gte: int, types: Sequence[str]
+    ) -> AsyncIterator[list[SessionEvent]]:
+        assert len(types) <= 20
+        visible = [
+            e
+            for e in reversed(self.events)
+            if e.created >= created_gte
+            and e.type in types
+            and self.visible_at[e.id] <= self.now
+            and e.created > self.now - EVENTS_KEPT_SECONDS
         ]
+        for start in range(0, max(1, len(visible)), 100):
+            self._call()
+            page = visible[start : start + 100]
+            if page:
+                yield page
+
+    async def session_pages(
+        self, *, created_gte: int, created_lte: int
+    ) -> AsyncIterator[list[SessionSnapshot]]:
+        found = sorted(
+            (s for s in self.sessions.values() if created_gte <= s.created <= created_lte),
+            key=lambda s: -s.created,
+        )
+        for start in range(0, max(1, len(found)), 100):
+            self._call()
+            self.listings += 1
+            page = found[start : start + 100]
+            if page:
+                yield page
 
     async def retrieve_session(self, session_id: str) -> SessionSnapshot:
         self._call()
-        return self.sessions[session_id]
+        snap = self.sessions.get(session_id)
+        if snap is None:
+            raise StripeRejected("No such checkout.session", "not_found", missing=True)
+        return snap
+
+
+_: type[SessionSource] = FakeStripe
 
 
 def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:

@@ -3,6 +3,7 @@ by uvicorn in a thread, the webhook wired between them, driven through real HTTP
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,6 +55,21 @@ class Stack:
         assert body["succeeded"], body
         expired: dict[str, int] = body["expired"]
         return expired
+
+    def wait_gauge(
+        self,
+        ok: Callable[[dict[str, float]], bool],
+        name: str = "basketball_api_pending_orders_with_expired_session",
+        timeout: float = 1.0,
+    ) -> dict[str, float]:
+        """The gauge once ``ok`` says so (a webhook's recount runs just after its answer), or
+        as it is after ``timeout`` seconds (the target: a webhook moves the gauge within 1 s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            values = self.gauge(name)
+            if ok(values) or time.monotonic() > deadline:
+                return values
+            time.sleep(0.02)
 
     def gauge(
         self, name: str = "basketball_api_pending_orders_with_expired_session"

@@ -261,9 +261,15 @@ CASES = [
         "database",
         names="no such table",
     ),
-    # WAL readers never wait for a writer: a held write lock cannot fail a refresh, which only
-    # reads. (It delays webhooks, which write, up to the busy timeout; Stripe retries them.)
-    Case("SQLite write-locked (BEGIN EXCLUSIVE held)", hold_exclusive_lock, release_lock, None),
+    # A refresh writes what it learns (link states, the cursor): it waits for a held write lock
+    # until its deadline (shorter here than SQLite's busy timeout), and the next cycle continues.
+    Case(
+        "SQLite write-locked (BEGIN EXCLUSIVE held)",
+        hold_exclusive_lock,
+        release_lock,
+        "deadline",
+        names="TimeoutError",
+    ),
     # The faults the service absorbs: one 500 retried by the SDK, one 429 by the gateway.
     Case(
         "Stripe 500 once, SDK retries (max_network_retries=2)",
@@ -401,7 +407,7 @@ def world_for(case: Case, request: pytest.FixtureRequest, tmp_path: Path) -> Ite
     with engine.begin() as conn:
         conn.exec_driver_sql(
             # CASCADE: every table that refers to orders (links, reviews, …) goes too
-            "TRUNCATE orders, processed_webhook_events RESTART IDENTITY CASCADE"
+            "TRUNCATE orders, processed_webhook_events, poller_cursor RESTART IDENTITY CASCADE"
         )
     engine.dispose()
     proxy = TcpProxy(direct.host or "127.0.0.1", direct.port or 5432)

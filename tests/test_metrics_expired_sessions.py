@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 from tests.fakes import FakeStripe
+from tests.links import Pending, factory_for, insert_pending, pending_of
 
+from basketball_api.db import make_engine, make_session_factory
+from basketball_api.link_state import Fact, learn
 from basketball_api.metrics import Metrics
+from basketball_api.models import Learnt, LinkState, Order, OrderStatus, PaymentStatus
+from basketball_api.poller_store import Store
 from basketball_api.refresher import Refresher
-from basketball_api.session_sync import PendingRow
 from basketball_api.stripe_gateway import StripeUnavailable
 
 pytestmark = pytest.mark.anyio
@@ -25,33 +34,44 @@ def gauge(metrics: Metrics, name: str = "basketball_api_pending_orders_with_expi
     return out
 
 
-def make_refresher(stripe: FakeStripe, rows: list[PendingRow]) -> tuple[Refresher, Metrics]:
+@pytest.fixture
+def factory(database_url: str) -> Iterator[sessionmaker[Session]]:
+    f = factory_for(database_url)
+    yield f
+    f.kw["bind"].dispose()
+
+
+def make_refresher(
+    factory: sessionmaker[Session], stripe: FakeStripe, rows: list[Pending]
+) -> tuple[Refresher, Metrics]:
+    insert_pending(factory, rows)
     metrics = Metrics()
-    refresher = Refresher(
-        load_pending=lambda: list(rows), source=stripe, metrics=metrics, grace_seconds=0
-    )
+    refresher = Refresher(store=Store(factory), source=stripe, metrics=metrics, grace_seconds=0)
     return refresher, metrics
 
 
-async def test_two_pending_orders_one_expired_gives_one_for_its_category() -> None:
+async def test_two_pending_orders_one_expired_gives_one_for_its_category(
+    factory: sessionmaker[Session],
+) -> None:
     stripe = FakeStripe()
-    stripe.add("cs_a", "expired")
-    stripe.add("cs_b", "open")
-    rows = [
-        PendingRow("cs_a", "tournament", int(stripe.now)),
-        PendingRow("cs_b", "monthly", int(stripe.now)),
-    ]
-    refresher, metrics = make_refresher(stripe, rows)
+    a = stripe.add("cs_a", "expired")
+    b = stripe.add("cs_b", "open")
+    refresher, metrics = make_refresher(
+        factory, stripe, [pending_of(a, "tournament"), pending_of(b, "monthly")]
+    )
 
     assert await refresher.run_cycle() is True
 
     assert gauge(metrics) == {"tournament": 1.0, "monthly": 0.0, "jersey": 0.0}
 
 
-async def test_no_value_is_invented_before_the_first_successful_refresh() -> None:
+async def test_no_value_is_invented_before_the_first_successful_refresh(
+    factory: sessionmaker[Session],
+) -> None:
     stripe = FakeStripe()
     stripe.fail_with = StripeUnavailable("down", "connection")
-    refresher, metrics = make_refresher(stripe, [PendingRow("cs_a", "jersey", 0)])
+    a = stripe.add("cs_a")
+    refresher, metrics = make_refresher(factory, stripe, [pending_of(a, "jersey")])
 
     await refresher.run_cycle()
 
@@ -61,20 +81,20 @@ async def test_no_value_is_invented_before_the_first_successful_refresh() -> Non
     )
 
 
-async def test_stripe_failure_mid_refresh_warns_keeps_the_gauge_and_recovers() -> None:
+async def test_stripe_failure_mid_refresh_warns_keeps_the_gauge_and_recovers(
+    factory: sessionmaker[Session],
+) -> None:
     stripe = FakeStripe()
-    stripe.add("cs_a", "expired")
-    stripe.add("cs_b", "open")
-    rows = [
-        PendingRow("cs_a", "tournament", int(stripe.now)),
-        PendingRow("cs_b", "tournament", int(stripe.now)),
-    ]
-    refresher, metrics = make_refresher(stripe, rows)
+    a = stripe.add("cs_a", "expired")
+    b = stripe.add("cs_b", "open")
+    refresher, metrics = make_refresher(
+        factory, stripe, [pending_of(a, "tournament"), pending_of(b, "tournament")]
+    )
     assert await refresher.run_cycle()
 
-    # A new order arrives whose session must be fetched, and Stripe is down.
-    stripe.add("cs_c", "expired")
-    rows.append(PendingRow("cs_c", "tournament", int(stripe.now)))
+    # A new order arrives whose session must be learnt, and Stripe is down.
+    c = stripe.add("cs_c", "expired")
+    insert_pending(factory, [pending_of(c, "tournament")])
     stripe.fail_with = StripeUnavailable("Stripe failed on GET /v1/events: 500", "server_error")
     with capture_logs() as logs:
         ok = await refresher.run_cycle()  # must not raise
@@ -94,18 +114,36 @@ async def test_stripe_failure_mid_refresh_warns_keeps_the_gauge_and_recovers() -
 
 
 async def test_a_database_failure_is_survived_the_same_way() -> None:
-    from sqlalchemy.exc import OperationalError
-
     stripe = FakeStripe()
     metrics = Metrics()
-
-    def broken() -> list[PendingRow]:
-        raise OperationalError("SELECT", {}, Exception("database is locked"))
-
-    refresher = Refresher(load_pending=broken, source=stripe, metrics=metrics)
+    engine = make_engine("sqlite:////nonexistent-dir/none.db")
+    broken = Store(make_session_factory(engine))
+    refresher = Refresher(store=broken, source=stripe, metrics=metrics)
     with capture_logs() as logs:
         assert await refresher.run_cycle() is False
     assert [e["reason"] for e in logs if e["log_level"] == "warning"] == ["database"]
+
+
+async def test_a_payment_webhook_after_the_grace_period_never_drives_a_gauge_negative(
+    factory: sessionmaker[Session],
+) -> None:
+    # Before: the webhook's bucket was computed now and subtracted from counts computed at the
+    # last refresh: a payment arriving after expires_at + grace drove the expired gauge to -1.
+    stripe = FakeStripe()
+    a = stripe.add("cs_a")
+    refresher, metrics = make_refresher(factory, stripe, [pending_of(a, "monthly")])
+    assert await refresher.run_cycle()
+    stripe.now = a.expires_at + 600  # the link is dead by time now, not yet recounted
+    with factory() as db:
+        order = db.scalars(select(Order)).one()
+        order.status = OrderStatus.paid  # what the webhook's transaction does
+        learn(db, {"cs_a": Fact(LinkState.complete, PaymentStatus.paid)}, Learnt.webhook)
+        db.commit()
+    refresher.request_recount()
+    refresher.request_recount()  # a burst: one recount
+    await asyncio.sleep(0.3)
+    assert gauge(metrics) == {"tournament": 0.0, "monthly": 0.0, "jersey": 0.0}
+    assert gauge(metrics, "basketball_api_pending_orders_with_open_session")["monthly"] == 0.0
 
 
 # -- end to end: the app and the sandbox over HTTP with the real SDK --------------------------
@@ -126,7 +164,8 @@ def test_expiring_a_session_raises_the_gauge_and_paying_an_order_does_not_count(
         stack.sandbox.pay(paid["checkout_session_id"])
         stack.sandbox.wait_for_webhooks(timeout=10)
 
-        assert stack.gauge()["monthly"] == 1.0  # the webhook moved it before any refresh
+        # The webhook moved it before any refresh.
+        assert stack.wait_gauge(lambda g: g["monthly"] == 1.0)["monthly"] == 1.0
         assert stack.refresh() == {"tournament": 0, "monthly": 1, "jersey": 0}
         assert stack.api.get(f"/orders/{paid['id']}").json()["status"] == "paid"
         assert stack.api.get(f"/orders/{stranded['id']}").json()["status"] == "pending"
@@ -146,9 +185,11 @@ def test_lost_webhooks_are_caught_by_the_next_refresh(database_url: str) -> None
         stack.sandbox.pay(b["checkout_session_id"])
         stack.sandbox.wait_for_webhooks(timeout=10)
 
-        assert stack.refresh()["tournament"] == 0  # the manual expiry's webhook was lost...
+        # Both webhooks were lost; the events feed has the manual expiry and the payment.
+        # (Before: the expiry was only counted once the link's own expires_at had passed.)
+        assert stack.refresh()["tournament"] == 1
         completed = stack.gauge("basketball_api_pending_orders_with_completed_session")
-        assert completed["jersey"] == 1.0  # ...but the lost payment is seen in the events feed
+        assert completed["jersey"] == 1.0
 
         # Once the feed has a cursor, later refreshes walk forward from it.
         c = stack.order("jersey")

@@ -1,18 +1,17 @@
-"""Property: after every successful refresh the gauges equal the truth.
+"""Property: after every successful refresh the gauges equal the truth, on every replica.
 
-Random interleavings of order creation, payments (immediate and delayed), expiry by the clock
-and by the expire endpoint, cancellations, lost / duplicated / reordered webhooks, refreshes
-that fail half-way on a Stripe endpoint, and process restarts (a new app, its knowledge empty)
-run against the real app and the Stripe sandbox over HTTP. After each successful refresh the
-three pending-order gauges must equal what the sandbox's own state (``SandboxControl.sessions``)
-and the orders' statuses in the database say.
+Random interleavings of order creation, payments (immediate and delayed, delayed ones that
+succeed or fail), expiry by the clock and early by hand, cancellations, lost / duplicated /
+reordered webhooks, refreshes that fail half-way on a Stripe endpoint, and restarts of either
+of two replicas on one database run against the real apps and the Stripe sandbox over HTTP.
+Webhooks go to the first replica. A refresh step refreshes both replicas (the one holding the
+polling lease first, as the loops do within an interval); after it, each replica's five
+pending-order gauges must equal what the sandbox's own state (``SandboxControl.sessions``), the
+delayed payments known to have failed and the orders' statuses in the database say.
 
-Modelled as the product documents it: a session expired early by hand whose webhook is also
-lost only counts once its ``expires_at`` passes, so manual expiries keep their webhook (maybe
-duplicated or reordered); lost webhooks hit payments and timeouts, which the events feed and
-``expires_at`` recover.
+Early expiries by hand may lose their webhook too: the events feed carries them.
 
-Runs on SQLite and PostgreSQL (about 15 s each for 25 examples).
+Runs on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -49,7 +48,10 @@ GAUGES = {
     "expired": "basketball_api_pending_orders_with_expired_session",
     "completed": "basketball_api_pending_orders_with_completed_session",
     "open": "basketball_api_pending_orders_with_open_session",
+    "failed": "basketball_api_pending_orders_with_failed_payment",
+    "missing": "basketball_api_pending_orders_with_missing_session",
 }
+LEASE = "basketball_api_poller_lease_held"
 
 ORDER = st.integers(0, 10_000)  # which existing order, modulo how many there are
 CREATE = st.tuples(st.just("create"), st.sampled_from(CATEGORIES), st.sampled_from([1, 1, 1, 0]))
@@ -62,10 +64,10 @@ STEP = st.one_of(
     st.tuples(st.just("pay"), ORDER, st.booleans(), st.booleans()),  # delayed, webhook lost
     st.tuples(st.just("pay"), ORDER, st.booleans(), st.just(True)),
     st.tuples(st.just("settle"), ORDER, st.booleans(), st.booleans()),  # succeeded, lost
-    st.tuples(st.just("expire"), ORDER, st.sampled_from(["once", "twice", "reordered"])),
+    st.tuples(st.just("expire"), ORDER, st.sampled_from(["once", "twice", "reordered", "lost"])),
     st.tuples(st.just("cancel"), ORDER),
     st.tuples(st.just("advance"), st.integers(1, 12), st.booleans()),  # steps, webhooks lost
-    st.just(("restart",)),
+    st.tuples(st.just("restart"), st.sampled_from([0, 1, 2])),  # replica 0, 1, or both
     st.tuples(  # a refresh that fails on one Stripe endpoint (a body that is not JSON)
         st.just("failing_refresh"),
         st.sampled_from(
@@ -75,8 +77,25 @@ STEP = st.one_of(
 )
 
 
+class Replica:
+    """One app process: a server and an operator client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.server = BackgroundServer(create_app(settings, start_refresher=False)).start()
+        self.api = httpx.Client(
+            base_url=self.server.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
+        )
+
+    def stop(self) -> None:
+        self.api.close()
+        self.server.stop()
+
+    def metrics(self) -> str:
+        return self.api.get("/metrics").text
+
+
 class World:
-    """The sandbox (shared, reset per example) and an app that can be restarted."""
+    """The sandbox (shared, reset per example) and two replicas that can be restarted."""
 
     def __init__(self, sandbox_url: str, control: SandboxControl, database_url: str) -> None:
         self.sandbox_url = sandbox_url
@@ -84,13 +103,9 @@ class World:
         self.database_url = database_url
         self.engine = make_engine(database_url)
         self.orders: list[dict[str, Any]] = []
+        self.failed: set[str] = set()  # sessions whose delayed payment failed
         self.products: dict[str, int] = {}
-        self.server: BackgroundServer | None = None
-        self.api: httpx.Client | None = None
-        self.start()
-
-    def start(self) -> None:
-        settings = Settings(
+        self.settings = Settings(
             database_url=self.database_url,
             stripe_api_base=self.sandbox_url,
             stripe_webhook_secret=SECRET,
@@ -98,32 +113,32 @@ class World:
             expiry_grace_seconds=0,
             stripe_timeout_seconds=5,
         )
-        self.server = BackgroundServer(create_app(settings, start_refresher=False)).start()
-        self.api = httpx.Client(
-            base_url=self.server.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
-        )
-        self.control.configure_webhook(f"{self.server.url}/webhooks/stripe", SECRET)
+        self.replicas = [Replica(self.settings), Replica(self.settings)]
+        self._webhooks_to_first()
         self.products = {p["category"]: p["id"] for p in self.api.get("/products").json()}
 
-    def stop(self) -> None:
-        if self.api is not None:
-            self.api.close()
-        if self.server is not None:
-            self.server.stop()
-        self.api = self.server = None
+    @property
+    def api(self) -> httpx.Client:
+        return self.replicas[0].api
+
+    def _webhooks_to_first(self) -> None:
+        self.control.configure_webhook(f"{self.replicas[0].server.url}/webhooks/stripe", SECRET)
 
     def close(self) -> None:
-        self.stop()
+        for replica in self.replicas:
+            replica.stop()
         self.engine.dispose()
 
     def settle_webhooks(self) -> None:
         self.control.flush_webhooks()
         assert self.control.wait_for_webhooks(timeout=20)
 
-    def restart(self) -> None:
+    def restart(self, which: int) -> None:
         self.settle_webhooks()
-        self.stop()
-        self.start()
+        for i in (0, 1) if which == 2 else (which,):
+            self.replicas[i].stop()
+            self.replicas[i] = Replica(self.settings)
+        self._webhooks_to_first()
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -166,10 +181,14 @@ class World:
             session = self.session(order)
             if session["status"] != "complete" or session["payment_status"] != "unpaid":
                 return
+            if order["checkout_session_id"] in self.failed:
+                return  # Stripe settles a delayed payment once (the sandbox would again)
             succeeded, lost = args[1], args[2]
             control.drop_next_webhooks(1 if lost else 0)
             control.complete_async(order["checkout_session_id"], succeeded)
             control.drop_next_webhooks(0)
+            if not succeeded:
+                self.failed.add(order["checkout_session_id"])
         elif kind == "expire":
             order = self.pick(args[0])
             if order is None or self.session(order)["status"] != "open":
@@ -178,8 +197,11 @@ class World:
                 control.duplicate_next_webhooks(1)
             elif args[1] == "reordered":
                 control.reorder_next_webhooks(2)  # held until the next event, or the flush
+            elif args[1] == "lost":
+                control.drop_next_webhooks(1)
             control.expire(order["checkout_session_id"])
             control.duplicate_next_webhooks(0)
+            control.drop_next_webhooks(0)
         elif kind == "cancel":
             order = self.pick(args[0])
             if order is None:
@@ -192,13 +214,13 @@ class World:
             control.advance_clock(steps * CLOCK_STEP)
             control.drop_next_webhooks(0)
         elif kind == "restart":
-            self.restart()
+            self.restart(args[0])
         elif kind == "refresh":
             self.refresh_and_check()
         elif kind == "failing_refresh":
             self.settle_webhooks()
             control.inject_fault(args[0], "malformed", count=1)
-            r = self.api.post("/admin/refresh")  # fails if it needed that endpoint
+            r = self.holder().api.post("/admin/refresh")  # fails if it needed that endpoint
             assert r.status_code == 200, r.text
             control.clear_faults()
         else:  # pragma: no cover - the strategy has no other kinds
@@ -225,11 +247,19 @@ class World:
                     out["open"][category.value] += 1
                 elif s["payment_status"] == "paid":
                     out["completed"][category.value] += 1
+                elif session_id in self.failed:
+                    out["failed"][category.value] += 1
         return out
 
-    def gauges(self) -> dict[str, dict[str, int]]:
-        assert self.api is not None
-        text = self.api.get("/metrics").text
+    def holder(self) -> Replica:
+        """The replica holding the polling lease (the first if none yet: it takes it)."""
+        for replica in self.replicas:
+            if f"{LEASE} 1.0" in replica.metrics().splitlines():
+                return replica
+        return self.replicas[0]
+
+    def gauges(self, replica: Replica) -> dict[str, dict[str, int]]:
+        text = replica.metrics()
         out: dict[str, dict[str, int]] = {name: {} for name in GAUGES}
         for line in text.splitlines():
             for name, metric in GAUGES.items():
@@ -240,12 +270,15 @@ class World:
         return out
 
     def refresh_and_check(self) -> None:
-        assert self.api is not None
         self.settle_webhooks()
-        r = self.api.post("/admin/refresh")
-        assert r.status_code == 200, r.text
-        assert r.json()["succeeded"], r.json()
-        assert self.gauges() == self.truth()
+        first = self.holder()
+        truth = self.truth()
+        for replica in [first, *(r for r in self.replicas if r is not first)]:
+            r = replica.api.post("/admin/refresh")
+            assert r.status_code == 200, r.text
+            assert r.json()["succeeded"], r.json()
+        for replica in self.replicas:
+            assert self.gauges(replica) == truth
 
 
 @pytest.fixture(scope="module")
@@ -274,8 +307,7 @@ def fresh_database(engine: str, request: pytest.FixtureRequest, template: Path) 
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(
-                # CASCADE: every table that refers to orders (links, reviews, …) goes too
-                "TRUNCATE orders, processed_webhook_events RESTART IDENTITY CASCADE"
+                "TRUNCATE orders, processed_webhook_events, poller_cursor RESTART IDENTITY CASCADE"
             )
     finally:
         engine.dispose()

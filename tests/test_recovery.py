@@ -18,17 +18,16 @@ from structlog.testing import capture_logs
 
 from basketball_api.db import make_engine, make_session_factory, transaction
 from basketball_api.errors import Conflict
-from basketball_api.knowledge import SessionKnowledge
-from basketball_api.models import CheckoutLink, Order, OrderStatus, Product
-from basketball_api.orders import attach_session, reserve_order
+from basketball_api.link_state import Fact, fact_of, learn
+from basketball_api.models import CheckoutLink, Learnt, LinkState, Order, OrderStatus, Product
+from basketball_api.orders import attach_session, cancel_order, reserve_order
 from basketball_api.recovery import (
     heal_paid_orders,
     mask_email,
     reissue,
     stranded_orders,
 )
-from basketball_api.session_sync import learn_snapshot
-from basketball_api.stripe_gateway import SessionSnapshot, StripeUnavailable
+from basketball_api.stripe_gateway import SessionSnapshot, StripeRejected, StripeUnavailable
 
 NOW = 1_800_000_000
 
@@ -40,6 +39,7 @@ class FakeCheckout:
         self.sessions: dict[str, SessionSnapshot] = {}
         self.delay = delay
         self.fail_create: Exception | None = None
+        self.created = 0
         self._lock = threading.Lock()
 
     def create_checkout_session(self, order: Order, product: Product) -> SessionSnapshot:
@@ -47,7 +47,8 @@ class FakeCheckout:
         if self.fail_create is not None:
             raise self.fail_create
         with self._lock:
-            sid = f"cs_fake_{len(self.sessions) + 1}"
+            self.created += 1
+            sid = f"cs_fake_{self.created}"
             snap = SessionSnapshot(
                 sid,
                 "open",
@@ -86,6 +87,8 @@ class FakeCheckout:
 
     def retrieve_session(self, session_id: str) -> SessionSnapshot:
         time.sleep(self.delay)
+        if session_id not in self.sessions:
+            raise StripeRejected("No such checkout.session", "not_found", missing=True)
         return self.sessions[session_id]
 
     def open_for(self, order_id: int) -> list[str]:
@@ -122,13 +125,16 @@ def new_order(
         return order
 
 
-def knowledge_of(stripe: FakeCheckout, orders: list[Order]) -> SessionKnowledge:
-    """What a refresh would know: every pending order's session, as Stripe tells it."""
-    knowledge = SessionKnowledge()
-    knowledge.track((o.stripe_checkout_session_id or "", o.product.category.value) for o in orders)
-    for o in orders:
-        learn_snapshot(knowledge, stripe.sessions[o.stripe_checkout_session_id or ""])
-    return knowledge
+def learn_all(factory: sessionmaker[Session], stripe: FakeCheckout, orders: list[Order]) -> None:
+    """What a refresh would learn: every pending order's session, as Stripe tells it."""
+    facts = {
+        o.stripe_checkout_session_id or "": fact_of(
+            stripe.sessions[o.stripe_checkout_session_id or ""]
+        )
+        for o in orders
+    }
+    with transaction(factory) as db:
+        learn(db, facts, Learnt.listing)
 
 
 def links(factory: sessionmaker[Session], order_id: int) -> list[CheckoutLink]:
@@ -175,14 +181,14 @@ def test_stranded_lists_pending_orders_behind_dead_links_only(
     paid = new_order(factory, stripe, "jersey")
     for o in (dead_t, dead_m):
         stripe.expire_session(o.stripe_checkout_session_id or "")
-    knowledge = knowledge_of(stripe, [dead_t, dead_m, live, paid])
+    learn_all(factory, stripe, [dead_t, dead_m, live, paid])
     stripe.pay(paid.stripe_checkout_session_id or "")
     with transaction(factory) as db:
         db.get(Order, paid.id).status = OrderStatus.paid  # type: ignore[union-attr]
 
     with transaction(factory) as db:
-        found = stranded_orders(db, knowledge, now=NOW + 7200 + 5 * 60, grace=0)
-        only_monthly = stranded_orders(db, knowledge, now=NOW, grace=0, category="monthly")
+        found = stranded_orders(db, now=NOW + 7200 + 5 * 60, grace=0)
+        only_monthly = stranded_orders(db, now=NOW, grace=0, category="monthly")
 
     assert [s.order_id for s in found] == [dead_t.id, dead_m.id]
     first = found[0]
@@ -201,12 +207,11 @@ def test_an_open_link_past_its_expiry_counts_as_dead_with_its_age(
     factory: sessionmaker[Session],
 ) -> None:
     stripe = FakeCheckout()
-    order = new_order(factory, stripe)
-    knowledge = knowledge_of(stripe, [order])
+    new_order(factory, stripe)
     with transaction(factory) as db:
-        assert stranded_orders(db, knowledge, now=NOW + 86400 - 1, grace=0) == []
-        assert stranded_orders(db, knowledge, now=NOW + 86400 + 30, grace=60) == []
-        [late] = stranded_orders(db, knowledge, now=NOW + 86400 + 3 * 3600 + 120, grace=60)
+        assert stranded_orders(db, now=NOW + 86400 - 1, grace=0) == []
+        assert stranded_orders(db, now=NOW + 86400 + 30, grace=60) == []
+        [late] = stranded_orders(db, now=NOW + 86400 + 3 * 3600 + 120, grace=60)
     assert late.dead_for_seconds == 3 * 3600 + 120
 
 
@@ -254,8 +259,9 @@ def test_the_listing_offers_the_recovery_url_once_the_new_link_dies_too(
     reissued = reissue(factory, stripe, order.id, operator="treasurer").order
     stripe.expire_session(reissued.stripe_checkout_session_id or "")
 
+    learn_all(factory, stripe, [reissued])
     with transaction(factory) as db:
-        [s] = stranded_orders(db, knowledge_of(stripe, [reissued]), now=NOW, grace=0)
+        [s] = stranded_orders(db, now=NOW, grace=0)
     assert s.recovery_url == f"https://pay.example/r/{first}"
 
 
@@ -350,6 +356,30 @@ def test_concurrent_reissues_make_exactly_one_session(factory: sessionmaker[Sess
     assert len(stripe.sessions) == 2  # the old one and exactly one new one
     assert stripe.open_for(order.id) == [current_session(factory, order.id)]
     assert len(links(factory, order.id)) == 2
+
+
+def test_a_link_stripe_does_not_know_is_dead_listed_reissued_and_cancellable(
+    factory: sessionmaker[Session],
+) -> None:
+    # Before: such orders vanished from the list and reissue or cancel failed with a 502.
+    stripe = FakeCheckout()
+    gone = new_order(factory, stripe, "monthly")
+    other = new_order(factory, stripe, "jersey")
+    for order in (gone, other):
+        del stripe.sessions[order.stripe_checkout_session_id or ""]  # a data reset at Stripe
+    with transaction(factory) as db:
+        learn(db, {gone.stripe_checkout_session_id or "": Fact(LinkState.missing)}, Learnt.retrieve)
+        [listed] = stranded_orders(db, now=NOW, grace=0)
+    assert (listed.order_id, listed.link_state) == (gone.id, "missing")
+
+    result = reissue(factory, stripe, gone.id)
+    assert result.created
+    assert stripe.open_for(gone.id) == [current_session(factory, gone.id)]
+    with transaction(factory) as db:
+        cancelled = cancel_order(db, stripe, other.id)
+    assert cancelled.status == OrderStatus.cancelled
+    [old] = [x for x in links(factory, other.id)]
+    assert old.state == LinkState.missing
 
 
 # -- healing ------------------------------------------------------------------------------

@@ -62,7 +62,12 @@ class StrandedOut(BaseModel):
     currency: str
     session_id: str
     dead_for_seconds: int | None = Field(
-        description="Since the link's expiry time; null when it was expired early by hand."
+        description="Since the link's expiry time; null when it died before it (expired early "
+        "by hand, delayed payment failed, unknown to Stripe)."
+    )
+    link_state: str = Field(
+        description="expired, failed (the delayed payment failed) or missing (Stripe answers "
+        "404 for the link: a data reset or another account's key)."
     )
     recovery_url: str | None = Field(
         description="Stripe's recovery link of an earlier expired session of this order "
@@ -72,8 +77,9 @@ class StrandedOut(BaseModel):
 
 class StrandedList(BaseModel):
     totals: dict[str, int] = Field(
-        description="Stranded orders per category, every category whatever the filter; "
-        "equal to the expired-session gauge after a refresh."
+        description="Orders behind an expired link per category, every category whatever the "
+        "filter; equal to the expired-session gauge. Orders whose delayed payment failed or "
+        "whose link Stripe does not know are listed too, and have gauges of their own."
     )
     orders: list[StrandedOut]
     last_refresh_at: float | None = Field(
@@ -99,13 +105,13 @@ def _stranded(services: Services, category: str | None) -> StrandedList:
     with transaction(services.sessions) as db:
         found = recovery.stranded_orders(
             db,
-            refresher.knowledge,
             now=refresher.source.stripe_now(),
             grace=refresher.grace,
         )
     totals = dict.fromkeys(CATEGORIES, 0)
     for s in found:
-        totals[s.category] += 1
+        if s.link_state == "expired":
+            totals[s.category] += 1
     return StrandedList(
         totals=totals,
         orders=[
@@ -153,12 +159,12 @@ def _reissue(services: Services, order_id: int, email: bool, operator: str) -> R
     )
 
 
-async def _reissue_and_observe(
+async def _reissue_and_recount(
     services: Services, order_id: int, email: bool, operator: str
 ) -> ReissueOut:
     result = await run_in_threadpool(_reissue, services, order_id, email, operator)
     if result.created:
-        services.refresher.wake()  # learn the new link's state now, not in five minutes
+        services.refresher.request_recount()  # the new link is recorded open: no call needed
     return result
 
 
@@ -174,13 +180,13 @@ async def reissue(
     ``email=true`` also emails the parent the new link (when SMTP is configured). Any session
     a parent opened through the recovery URL of an old link is expired first.
     """
-    return await _reissue_and_observe(services, order_id, email, who)
+    return await _reissue_and_recount(services, order_id, email, who)
 
 
 @router.post("/refresh", dependencies=[Admin], responses=errors())
 async def refresh_now(services: ServicesDep) -> dict[str, object]:
-    """Run one refresh now and report whether it succeeded."""
-    ok = await services.refresher.run_cycle()
+    """Refresh now (wakes the refresher's loop, waits for that cycle) and report the result."""
+    ok = await services.refresher.refresh_now()
     counts = services.refresher.counts
     return {"succeeded": ok, "expired": counts.expired if counts else None}
 
@@ -329,7 +335,7 @@ async def page_reissue(
     if category in CATEGORIES:
         query["category"] = category
     try:
-        result = await _reissue_and_observe(services, order_id, email=True, operator=who)
+        result = await _reissue_and_recount(services, order_id, email=True, operator=who)
     except DomainError as e:
         query["outcome"] = "not_found" if e.status_code == 404 else "conflict"
     except StripeFailure:

@@ -37,12 +37,13 @@ from basketball_api import (
 from basketball_api.db import make_engine, make_session_factory, transaction
 from basketball_api.deps import Services, get_services
 from basketball_api.errors import Api, install_error_handlers
+from basketball_api.lease import Lease
 from basketball_api.metrics import Metrics
 from basketball_api.operators import Operators
-from basketball_api.ops import load_pending
+from basketball_api.ops import make_refresher
 from basketball_api.orders import get_order
 from basketball_api.ratelimit import RateLimits
-from basketball_api.refresher import Refresher, freeze_startup_objects
+from basketball_api.refresher import Refresher
 from basketball_api.settings import Settings
 from basketball_api.stripe_gateway import StripeGateway
 
@@ -66,15 +67,8 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
 
             return await run_in_threadpool(work)
 
-        refresher = Refresher(
-            heal_paid=heal if settings.heal_paid_orders else None,
-            load_pending=partial(load_pending, factory),
-            source=gateway,
-            metrics=metrics,
-            interval_seconds=settings.refresh_interval_seconds,
-            deadline_seconds=settings.refresh_deadline_seconds,
-            grace_seconds=settings.expiry_grace_seconds,
-        )
+        refresher = make_refresher(settings, factory, gateway, metrics, Lease(engine))
+        refresher.heal_paid = heal if settings.heal_paid_orders else None
         stranded = lifecycle.Lifecycle(
             factory,
             policy=lifecycle.Policy.from_settings(settings),
@@ -83,11 +77,10 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
             send_link=partial(_send_link, settings, factory),
             metrics=metrics,
             interval_seconds=settings.refresh_interval_seconds,
-            after_change=refresher.wake,
+            after_change=refresher.request_recount,
             urgent=partial(_urgent, settings),
         )
         app.state.services = Services(settings, metrics, factory, gateway, refresher, stranded)
-        freeze_startup_objects()  # no 100 ms garbage-collector stalls mid-refresh
         metrics.up.set(1)
         upkeep: asyncio.Task[None] | None = None
         if start_refresher:
@@ -154,7 +147,7 @@ def _dead_orders(refresher: Refresher, db: Session, now: float) -> dict[int, str
     first successful refresh (nothing is known yet)."""
     if refresher.last_success_at is None:
         return None
-    found = recovery.stranded_orders(db, refresher.knowledge, now=now, grace=refresher.grace)
+    found = recovery.stranded_orders(db, now=now, grace=refresher.grace)
     return {s.order_id: s.category for s in found}
 
 

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from basketball_api import __version__
 from basketball_api.errors import DomainError
-from basketball_api.knowledge import Counts
+from basketball_api.gauges import Counts
 from basketball_api.logging_setup import configure_logging
 from basketball_api.metrics import CATEGORIES
 from basketball_api.settings import Settings
@@ -163,38 +163,28 @@ def refresh(
     settings = _settings()
     ok, counts = asyncio.run(_refresh_once(settings))
     if counts is not None:
-        table = Table("category", "expired link", "paid, still pending", "open link")
+        table = Table(
+            "category", "expired link", "paid, still pending", "open link", "failed", "missing"
+        )
         for c in CATEGORIES:
-            table.add_row(c, str(counts.expired[c]), str(counts.completed[c]), str(counts.open[c]))
+            table.add_row(
+                c,
+                str(counts.expired[c]),
+                str(counts.completed[c]),
+                str(counts.open[c]),
+                str(counts.failed[c]),
+                str(counts.missing[c]),
+            )
         console.print(table)
     raise typer.Exit(0 if ok else 1)
 
 
 async def _refresh_once(settings: Settings) -> tuple[bool, Counts | None]:
-    from functools import partial
+    from basketball_api.ops import toolkit
 
-    from basketball_api.db import make_engine, make_session_factory
-    from basketball_api.metrics import Metrics
-    from basketball_api.ops import load_pending
-    from basketball_api.refresher import Refresher
-    from basketball_api.stripe_gateway import StripeGateway
-
-    metrics = Metrics()
-    engine = make_engine(settings.database_url)
-    gateway = StripeGateway.from_settings(settings, metrics)
-    try:
-        refresher = Refresher(
-            load_pending=partial(load_pending, make_session_factory(engine)),
-            source=gateway,
-            metrics=metrics,
-            deadline_seconds=settings.refresh_deadline_seconds,
-            grace_seconds=settings.expiry_grace_seconds,
-        )
-        ok = await refresher.run_cycle()
-        return ok, refresher.counts
-    finally:
-        await gateway.aclose()
-        engine.dispose()
+    async with toolkit(settings, refresh=False) as kit:
+        ok = await kit.refresher.run_cycle()
+        return ok, kit.refresher.counts
 
 
 @app.command()
@@ -219,7 +209,9 @@ def stranded(
         "outstanding",
     )
     for s in rows:
-        dead_for = "expired early"
+        dead_for = {"failed": "payment failed", "missing": "unknown to Stripe"}.get(
+            s.link_state, "expired early"
+        )
         if s.dead_for_seconds is not None:
             hours, minutes = divmod(s.dead_for_seconds // 60, 60)
             dead_for = f"{hours} h {minutes:02d} min"
@@ -251,7 +243,6 @@ async def _stranded(settings: Settings, category: str | None) -> list[StrandedOr
         with transaction(kit.sessions) as db:
             return stranded_orders(
                 db,
-                kit.knowledge,
                 now=kit.gateway.stripe_now(),
                 grace=settings.expiry_grace_seconds,
                 category=category,
@@ -318,7 +309,6 @@ async def _relink(
         with transaction(kit.sessions) as db:
             targets = stranded_orders(
                 db,
-                kit.knowledge,
                 now=kit.gateway.stripe_now(),
                 grace=settings.expiry_grace_seconds,
                 category=category,

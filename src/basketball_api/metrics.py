@@ -6,6 +6,8 @@ Names are a cross-repo contract (see the README's metric contract); keep them ve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from basketball_api.models import Category
@@ -61,6 +63,28 @@ class Metrics:
             "basketball_api_pending_orders_with_open_session",
             "Orders in pending whose Checkout Session is still open.",
             ["category"],
+            registry=r,
+        )
+        self.failed = Gauge(
+            "basketball_api_pending_orders_with_failed_payment",
+            "Orders in pending whose Checkout Session's delayed payment failed.",
+            ["category"],
+            registry=r,
+        )
+        self.missing = Gauge(
+            "basketball_api_pending_orders_with_missing_session",
+            "Orders in pending whose Checkout Session Stripe does not know (404).",
+            ["category"],
+            registry=r,
+        )
+        self.clock_offset = Gauge(
+            "basketball_api_stripe_clock_offset_seconds",
+            "Stripe's clock (its Date header) minus this process's clock.",
+            registry=r,
+        )
+        self.lease_held = Gauge(
+            "basketball_api_poller_lease_held",
+            "1 on the replica holding the polling lease, else 0.",
             registry=r,
         )
         self.last_success = Gauge(
@@ -149,17 +173,21 @@ class Metrics:
         for category in CATEGORIES:
             self.snoozed.labels(category=category).set(snoozed.get(category, 0))
 
-    def publish_counts(
-        self,
-        expired: dict[str, int],
-        completed: dict[str, int],
-        open_: dict[str, int],
-    ) -> None:
-        """Set every category of the pending-order gauges (0 when none)."""
-        for category in CATEGORIES:
-            self.expired.labels(category=category).set(expired.get(category, 0))
-            self.completed.labels(category=category).set(completed.get(category, 0))
-            self.open.labels(category=category).set(open_.get(category, 0))
+    def publish_counts(self, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """Set every category of the pending-order gauges (0 when none) from precomputed
+        counts: ``{"expired": {category: n}, "completed": ..., "open": ..., "failed": ...,
+        "missing": ...}``."""
+        gauges = {
+            "expired": self.expired,
+            "completed": self.completed,
+            "open": self.open,
+            "failed": self.failed,
+            "missing": self.missing,
+        }
+        for name, gauge in gauges.items():
+            values = counts.get(name, {})
+            for category in CATEGORIES:
+                gauge.labels(category=category).set(values.get(category, 0))
 
     def publish_reviews(self, counts: dict[str, int]) -> None:
         """Set every reason of the review gauge (0 when none), from one count query."""

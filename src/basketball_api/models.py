@@ -49,6 +49,36 @@ class OrderStatus(enum.StrEnum):
     cancelled = "cancelled"
 
 
+class LinkState(enum.StrEnum):
+    """A Checkout Session's status at Stripe, or ``missing`` when Stripe answers 404 for it."""
+
+    open = "open"
+    expired = "expired"
+    complete = "complete"
+    missing = "missing"
+
+
+class PaymentStatus(enum.StrEnum):
+    """Stripe's ``payment_status``, plus ``failed``: a delayed payment that failed (Stripe then
+    says ``unpaid``; only the ``checkout.session.async_payment_failed`` event tells)."""
+
+    unpaid = "unpaid"
+    paid = "paid"
+    no_payment_required = "no_payment_required"
+    failed = "failed"
+
+
+class Learnt(enum.StrEnum):
+    """How a link's state was learnt."""
+
+    created = "created"
+    webhook = "webhook"
+    events = "events"
+    listing = "listing"
+    retrieve = "retrieve"
+    return_page = "return_page"
+
+
 def _enum(cls: type[enum.StrEnum], name: str, length: int = 16) -> Enum:
     return Enum(
         cls,
@@ -82,15 +112,13 @@ class Product(Base):
 class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
-        # The refresher's query, pending orders that have a checkout session, answered from
-        # the index alone (migration 0003).
+        # The gauge query: pending orders in product order with their link's session id, from
+        # the index alone (migration 0008), so it groups by product without sorting.
         Index(
-            "ix_orders_status_session_cover",
+            "ix_orders_status_product_session",
             "status",
-            "stripe_checkout_session_id",
             "product_id",
-            "checkout_session_created_at",
-            "checkout_session_expires_at",
+            "stripe_checkout_session_id",
         ),
     )
 
@@ -140,9 +168,23 @@ class ProcessedWebhookEvent(Base):
 
 
 class CheckoutLink(Base):
-    """Every Checkout Session an order ever had, kept for audit when a link is reissued."""
+    """Every Checkout Session an order ever had, and what Stripe says about it.
+
+    ``state`` is null until learnt; facts only move forward (see ``link_state.advance``).
+    """
 
     __tablename__ = "checkout_links"
+    __table_args__ = (
+        # The gauge query joins pending orders to their current link and reads these columns
+        # from the index alone (migration 0008).
+        Index(
+            "ix_checkout_links_session_state",
+            "stripe_checkout_session_id",
+            "state",
+            "payment_status",
+            "expires_at",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
@@ -154,6 +196,34 @@ class CheckoutLink(Base):
     replaced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Set on a session Stripe created from one of the order's expired links (recovery URL).
     recovered_from: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[LinkState | None] = mapped_column(_enum(LinkState, "link_state"))
+    payment_status: Mapped[PaymentStatus | None] = mapped_column(
+        _enum(PaymentStatus, "link_payment_status", length=24)
+    )
+    learnt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    learnt_from: Mapped[Learnt | None] = mapped_column(_enum(Learnt, "link_learnt_from"))
+
+
+class PollerCursor(Base):
+    """One row (id 1): where the poller stands in Stripe's events feed, and Stripe's clock.
+
+    ``event_created_at`` is the cursor's created time, the feed position: every event created
+    before it has been read, and the next poll reads from a short overlap before it (a cursor
+    older than the events Stripe keeps means a relisting). ``event_id`` names the newest event
+    read. ``stripe_clock_at`` only moves forward. ``polled_at`` is Stripe's time when the last
+    successful poll ended (every replica reports it as the last successful refresh).
+    ``relisting_since`` (local time) is set while links that may have changed during a gap in
+    the feed are being listed again: links learnt since then are not listed again.
+    """
+
+    __tablename__ = "poller_cursor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str | None] = mapped_column(String(255))
+    event_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stripe_clock_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    polled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    relisting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class OrderAccessToken(Base):

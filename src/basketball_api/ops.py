@@ -1,4 +1,4 @@
-"""Operator commands' plumbing: build what a one-shot command needs, learn sessions cold."""
+"""Operator commands' plumbing: build what a one-shot command needs, refresh once first."""
 
 from __future__ import annotations
 
@@ -8,18 +8,13 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from basketball_api import orders
-from basketball_api.db import make_engine, make_session_factory, transaction
-from basketball_api.knowledge import SessionKnowledge
+from basketball_api.db import make_engine, make_session_factory
+from basketball_api.lease import Lease
 from basketball_api.metrics import Metrics
-from basketball_api.session_sync import PendingRows, sync_knowledge
+from basketball_api.poller_store import Store
+from basketball_api.refresher import Refresher
 from basketball_api.settings import Settings
 from basketball_api.stripe_gateway import StripeGateway
-
-
-def load_pending(factory: sessionmaker[Session]) -> PendingRows:
-    with transaction(factory) as db:
-        return orders.load_pending_rows(db)
 
 
 @dataclass
@@ -27,19 +22,41 @@ class Toolkit:
     settings: Settings
     sessions: sessionmaker[Session]
     gateway: StripeGateway
-    knowledge: SessionKnowledge
+    refresher: Refresher
+
+
+def make_refresher(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    gateway: StripeGateway,
+    metrics: Metrics,
+    lease: Lease | None,
+) -> Refresher:
+    return Refresher(
+        store=Store(factory),
+        source=gateway,
+        metrics=metrics,
+        lease=lease,
+        interval_seconds=settings.refresh_interval_seconds,
+        deadline_seconds=settings.refresh_deadline_seconds,
+        grace_seconds=settings.expiry_grace_seconds,
+    )
 
 
 @asynccontextmanager
-async def toolkit(settings: Settings) -> AsyncIterator[Toolkit]:
-    """Engine + gateway + freshly learnt knowledge (a cold refresh), torn down after."""
+async def toolkit(settings: Settings, *, refresh: bool = True) -> AsyncIterator[Toolkit]:
+    """Engine + gateway + a refresher that has refreshed once (polling Stripe unless another
+    process holds the polling lease), torn down after."""
     engine = make_engine(settings.database_url)
-    gateway = StripeGateway.from_settings(settings, Metrics())
+    metrics = Metrics()
+    gateway = StripeGateway.from_settings(settings, metrics)
+    factory = make_session_factory(engine)
+    refresher = make_refresher(settings, factory, gateway, metrics, Lease(engine))
     try:
-        factory = make_session_factory(engine)
-        knowledge = SessionKnowledge()
-        await sync_knowledge(knowledge, gateway, load_pending(factory))
-        yield Toolkit(settings, factory, gateway, knowledge)
+        if refresh:
+            await refresher.refresh_once()
+        yield Toolkit(settings, factory, gateway, refresher)
     finally:
+        await refresher.stop()
         await gateway.aclose()
         engine.dispose()

@@ -6,31 +6,27 @@ caller); ``stripe`` is a synchronous facade over the async gateway for that thre
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import structlog
-from sqlalchemy import (
-    BigInteger,
-    CursorResult,
-    String,
-    delete,
-    func,
-    select,
-    type_coerce,
-    update,
-)
-from sqlalchemy.ext.compiler import compiles
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 
+from basketball_api import link_state
 from basketball_api.catalogue import get_product, is_on_sale
 from basketball_api.errors import Conflict, NotFound, Unprocessable
-from basketball_api.models import CheckoutLink, Order, OrderAccessToken, OrderStatus, Product
-from basketball_api.session_sync import PendingRows
-from basketball_api.stripe_gateway import SessionSnapshot
+from basketball_api.link_state import Fact, from_epoch
+from basketball_api.models import (
+    CheckoutLink,
+    Learnt,
+    LinkState,
+    Order,
+    OrderAccessToken,
+    OrderStatus,
+    Product,
+)
+from basketball_api.stripe_gateway import SessionSnapshot, StripeRejected
 
 log = structlog.get_logger("basketball_api.orders")
 
@@ -74,16 +70,20 @@ class CheckoutCreator(Protocol):
     def stripe_now(self) -> float: ...
 
 
-def epoch(moment: datetime | None) -> int:
-    if moment is None:
-        return 0
-    if moment.tzinfo is None:  # SQLite hands back naive UTC
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
-
-
-def from_epoch(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
+def current_session(
+    db: Session, stripe: CheckoutCreator, session_id: str
+) -> SessionSnapshot | None:
+    """The session as Stripe says it is now, recorded on its link; None when Stripe does not
+    know it (404): the link is then ``missing``, dead for reissue and cancel alike."""
+    try:
+        snapshot = stripe.retrieve_session(session_id)
+    except StripeRejected as e:
+        if not e.missing:
+            raise
+        link_state.learn(db, {session_id: Fact(LinkState.missing)}, Learnt.retrieve)
+        return None
+    link_state.learn(db, {session_id: link_state.fact_of(snapshot)}, Learnt.retrieve)
+    return snapshot
 
 
 def get_order(db: Session, order_id: int, *, for_update: bool = False) -> Order:
@@ -124,6 +124,7 @@ def attach_session(db: Session, order: Order, snapshot: SessionSnapshot) -> None
             url=snapshot.url,
             created_at=from_epoch(snapshot.created),
             expires_at=from_epoch(snapshot.expires_at),
+            **link_state.created_fields(snapshot, datetime.now(UTC)),
         )
     )
 
@@ -192,65 +193,13 @@ def cancel_order(db: Session, stripe: CheckoutCreator, order_id: int, *, by: str
     if order.status != OrderStatus.pending:
         raise Conflict(f"order {order_id} is {order.status.value} and cannot be cancelled")
     if order.stripe_checkout_session_id:
-        snapshot = stripe.retrieve_session(order.stripe_checkout_session_id)
-        if snapshot.status == "open":
+        snapshot = current_session(db, stripe, order.stripe_checkout_session_id)
+        if snapshot is not None and snapshot.status == "open":
             snapshot = stripe.expire_session(snapshot.id)
-        if snapshot.status == "complete":
+            link_state.learn(db, {snapshot.id: link_state.fact_of(snapshot)}, Learnt.retrieve)
+        if snapshot is not None and snapshot.status == "complete":
             raise Conflict(f"order {order_id} was already paid at Stripe; it cannot be cancelled")
     transition(order, OrderStatus.cancelled, cause="cancel_request")
     log.info("order_cancelled", order_id=order.id, operator=by)
     db.flush()
     return order
-
-
-class _EpochSeconds(FunctionElement[int]):
-    """A timestamp column as whole Unix seconds, computed by the database (no per-row
-    datetime objects in Python: half the time of reading 100,000 pending orders)."""
-
-    type = BigInteger()
-    inherit_cache = True
-    name = "epoch_seconds"
-
-
-@compiles(_EpochSeconds, "sqlite")
-def _epoch_sqlite(element: _EpochSeconds, compiler: SQLCompiler, **kw: Any) -> str:
-    # SQLAlchemy stores SQLite timestamps as naive UTC text; strftime('%s') reads them as UTC.
-    return f"CAST(strftime('%s', {compiler.process(element.clauses, **kw)}) AS INTEGER)"
-
-
-@compiles(_EpochSeconds, "postgresql")
-def _epoch_postgresql(element: _EpochSeconds, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"CAST(FLOOR(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})) AS BIGINT)"
-
-
-def load_pending_rows(db: Session) -> PendingRows:
-    """Pending orders with a session: only the four values the refresher needs, as columns.
-
-    Covered by the ``ix_orders_status_session_cover`` index (an index-only scan on both
-    databases); categories come as plain strings and timestamps as Unix seconds.
-
-    It runs in a worker thread while the event loop serves requests, so it reads 1,000 rows at
-    a time (a server-side cursor on PostgreSQL: psycopg would otherwise convert the whole result
-    in one call holding the interpreter lock), turns each batch into columns in C, and sleeps
-    half a millisecond between batches so the loop's thread gets the interpreter lock at once
-    instead of waiting for CPython's forced 5 ms hand-over (SQLite drops and retakes the lock
-    on every row, which never lets that hand-over happen).
-    """
-    stmt = (
-        select(
-            Order.stripe_checkout_session_id,
-            type_coerce(Product.category, String),
-            func.coalesce(_EpochSeconds(Order.checkout_session_created_at), 0),
-            func.coalesce(_EpochSeconds(Order.checkout_session_expires_at), 0),
-        )
-        .join(Product, Product.id == Order.product_id)
-        .where(Order.status == OrderStatus.pending)
-        .where(Order.stripe_checkout_session_id.is_not(None))
-        .execution_options(yield_per=1_000)
-    )
-    rows = PendingRows()
-    for batch in db.execute(stmt).partitions():
-        if batch:
-            rows.extend(*zip(*batch, strict=True))
-        time.sleep(0.0005)
-    return rows

@@ -26,12 +26,12 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from basketball_api import access, payments, recovery
+from basketball_api import access, link_state, payments, recovery
 from basketball_api.access import TokenOrderId
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe
 from basketball_api.errors import Conflict
-from basketball_api.models import CheckoutLink, Order
+from basketball_api.models import CheckoutLink, Learnt, Order
 from basketball_api.orders import get_order
 from basketball_api.ratelimit import rate_limited
 from basketball_api.stripe_gateway import SessionSnapshot, StripeFailure
@@ -183,7 +183,7 @@ async def pay(
         )
     if result.created:
         log.info("pay_link_renewed", order_id=order_id)
-        services.refresher.wake()  # learn the new link's state now
+        services.refresher.request_recount()  # the new link is recorded open: no call needed
     url = result.order.checkout_url
     if not url:  # Stripe gives no URL for a session that is not open
         return _redirect(page)
@@ -215,6 +215,7 @@ class _Returned:
     view: OrderView
     settled: payments.Settlement
     pay_token: str | None
+    link_changed: bool = False
 
     @property
     def applied(self) -> bool:
@@ -224,11 +225,14 @@ class _Returned:
 def _settle(services: Services, order_id: int, snapshot: SessionSnapshot) -> _Returned:
     with transaction(services.sessions) as db:
         settled = apply_paid_session(db, snapshot)
+        learnt = link_state.learn(
+            db, {snapshot.id: link_state.fact_of(snapshot)}, Learnt.return_page
+        )
         view = OrderView.of(get_order(db, order_id))
         token = None
         if view.status == "pending":
             token = access.issue_token(db, order_id, "return_page")
-    return _Returned(view, settled, token)
+    return _Returned(view, settled, token, bool(learnt))
 
 
 def _lookup(services: Services, session_id: str) -> int | None:
@@ -272,7 +276,8 @@ async def checkout_return(
     )
     if returned.applied:
         log.info("order_paid_on_return", order_id=order_id)
-        services.refresher.wake()
+    if returned.applied or returned.link_changed:
+        services.refresher.request_recount()
     view = returned.view
     pay = access.pay_url(services.settings, returned.pay_token) if returned.pay_token else None
     if view.status != "pending":

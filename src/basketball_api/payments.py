@@ -35,6 +35,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from basketball_api.db import transaction
+from basketball_api.link_state import from_epoch
 from basketball_api.metrics import Metrics
 from basketball_api.models import (
     CheckoutLink,
@@ -44,7 +45,7 @@ from basketball_api.models import (
     PaymentNeedingReview,
     ReviewReason,
 )
-from basketball_api.orders import from_epoch, get_order, transition
+from basketball_api.orders import get_order, transition
 from basketball_api.stripe_gateway import SessionSnapshot, StripeFailure, StripeRejected
 
 log = structlog.get_logger("basketball_api.payments")

@@ -5,21 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from basketball_api import payments
 from basketball_api.errors import Conflict
-from basketball_api.knowledge import SessionKnowledge, SessionState
+from basketball_api.link_state import DEAD, Bucket, bucket, current_link, epoch, from_epoch
 from basketball_api.models import CheckoutLink, Order, OrderStatus, Product
 from basketball_api.orders import (
     CheckoutCreator,
     attach_session,
-    epoch,
-    from_epoch,
+    current_session,
     get_order,
     transition,
 )
@@ -45,38 +43,38 @@ class StrandedOrder:
     amount: int  # all of it is outstanding: the order is pending
     currency: str
     session_id: str
-    dead_for_seconds: int | None  # None: expired by hand before its time, moment unknown
+    dead_for_seconds: int | None  # None: dead before its time (by hand, failed, missing)
     recovery_url: str | None = None  # Stripe's recovery link of an earlier expired session
+    link_state: str = Bucket.expired.value  # expired, failed (delayed payment) or missing
 
 
 def stranded_orders(
     db: Session,
-    knowledge: SessionKnowledge,
     *,
     now: float,
     grace: float,
     category: str | None = None,
 ) -> list[StrandedOrder]:
-    """Pending orders whose current link is dead, longest dead first.
+    """Pending orders whose current link is dead (expired, payment failed, missing at Stripe),
+    longest dead first.
 
-    "Dead" is decided exactly as the gauge decides it (the same knowledge, clock and grace),
-    so the list and ``basketball_api_pending_orders_with_expired_session`` agree after a refresh.
+    "Dead" is the gauges' own bucket expression on the same rows, clock and grace, so the list
+    and the gauges agree after every recount.
     """
+    state = bucket(from_epoch(now - grace)).label("bucket")
     stmt = (
-        select(Order, Product.name, Product.category)
+        select(Order, Product.name, Product.category, state, CheckoutLink.expires_at)
         .join(Product, Product.id == Order.product_id)
+        .join(CheckoutLink, current_link())
         .where(Order.status == OrderStatus.pending)
-        .where(Order.stripe_checkout_session_id.is_not(None))
-        .order_by(Order.checkout_session_expires_at, Order.id)
+        .where(state.in_([b.value for b in DEAD]))
+        .order_by(CheckoutLink.expires_at, Order.id)
     )
     if category is not None:
         stmt = stmt.where(Product.category == category)
     out = []
-    for order, name, cat in db.execute(stmt):
-        sid = order.stripe_checkout_session_id
-        if sid is None or knowledge.state(sid, now, grace) != SessionState.EXPIRED:
-            continue
-        expires_at = epoch(order.checkout_session_expires_at)
+    for order, name, cat, dead, expires in db.execute(stmt):
+        expires_at = epoch(expires)
         out.append(
             StrandedOrder(
                 order_id=order.id,
@@ -87,10 +85,11 @@ def stranded_orders(
                 parent_email=mask_email(order.parent_email),
                 amount=order.amount,
                 currency=order.currency,
-                session_id=sid,
+                session_id=str(order.stripe_checkout_session_id),
                 dead_for_seconds=int(now) - expires_at
                 if expires_at and now >= expires_at
                 else None,
+                link_state=str(dead),
             )
         )
     if not out:
@@ -164,9 +163,9 @@ def reissue_link(db: Session, stripe: CheckoutCreator, order_id: int) -> Reissue
 
     The caller owns the transaction (see :func:`reissue`). Safe under double clicks and
     concurrent requests: the order's row is locked before Stripe is asked anything, so a second
-    request waits and then finds the live link; the new session is still swapped in only if the
-    order points at the link we saw (compare-and-swap), and any session created but not kept is
-    expired, so no order is ever left with two live links.
+    request waits and then finds the live link. A session created but not kept (the transaction
+    failed) is expired, so no order is ever left with two live links. A link Stripe does not
+    know (404) is dead: the order gets a new one.
     """
     order = get_order(db, order_id, for_update=True)
     if order.status != OrderStatus.pending:
@@ -174,66 +173,34 @@ def reissue_link(db: Session, stripe: CheckoutCreator, order_id: int) -> Reissue
     old = order.stripe_checkout_session_id
     current: SessionSnapshot | None = None
     if old is not None:
-        current = stripe.retrieve_session(old)
-        if current.status == "open":
+        current = current_session(db, stripe, old)
+        if current is not None and current.status == "open":
             return Reissued(order, False, old)
-        if current.status == "complete":
+        if current is not None and current.status == "complete":
             raise Conflict(f"order {order_id} was paid at Stripe; it needs healing, not a link")
     payments.expire_open_recoveries(db, stripe, order)
     fresh = stripe.create_checkout_session(order, order.product)
     try:
-        result = db.execute(
-            update(Order)
-            .where(Order.id == order_id)
-            .where(
-                Order.stripe_checkout_session_id == old
-                if old is not None
-                else Order.stripe_checkout_session_id.is_(None)
-            )
-            .values(stripe_checkout_session_id=fresh.id)
-            .execution_options(synchronize_session=False)
-        )
-        if cast(CursorResult[Any], result).rowcount != 1:
-            raise _LostRace
-        db.refresh(order)
         attach_session(db, order, fresh)
-        if current is not None:
-            _retire(db, order, current)
+        if old is not None:
+            _retire(db, old, current)
         db.flush()
-    except BaseException as e:
+    except BaseException:
         _expire_quietly(stripe, fresh.id)
-        if isinstance(e, _LostRace):
-            db.rollback()
-            return Reissued(get_order(db, order_id), False, old)
         raise
     return Reissued(order, True, old, current.recovery_url if current is not None else None)
 
 
-def _retire(db: Session, order: Order, old: SessionSnapshot) -> None:
+def _retire(db: Session, old_id: str, old: SessionSnapshot | None) -> None:
     """Keep the replaced link for audit: when it was replaced and Stripe's recovery URL."""
     now = datetime.now(UTC)
-    result = db.execute(
+    recovery_url = old.recovery_url if old is not None else None
+    db.execute(
         update(CheckoutLink)
-        .where(CheckoutLink.stripe_checkout_session_id == old.id)
-        .values(replaced_at=now, recovery_url=old.recovery_url)
+        .where(CheckoutLink.stripe_checkout_session_id == old_id)
+        .values(replaced_at=now, recovery_url=recovery_url)
         .execution_options(synchronize_session=False)
     )
-    if cast(CursorResult[Any], result).rowcount == 0:  # a link older than the history table
-        db.add(
-            CheckoutLink(
-                order_id=order.id,
-                stripe_checkout_session_id=old.id,
-                url=old.url,
-                recovery_url=old.recovery_url,
-                created_at=from_epoch(old.created),
-                expires_at=from_epoch(old.expires_at),
-                replaced_at=now,
-            )
-        )
-
-
-class _LostRace(Exception):
-    pass
 
 
 def _expire_quietly(stripe: CheckoutCreator, session_id: str) -> None:

@@ -1,106 +1,120 @@
 """Keeps the pending-order gauges true: a plain async refresh plus a supervised loop.
 
-``refresh_once`` is "pending orders + session knowledge -> counts per category"; it reads orders
-and never changes them. ``Refresher.run`` calls it every interval, and no Stripe or database
-fault can end the loop: a failed cycle logs one WARNING naming the cause, counts the error and
-leaves the gauges at their last good values.
-
-What a refresh learns from Stripe, and how cheaply, is ``session_sync``'s business; the
-database is read in a worker thread, so the loop serving ``/metrics`` is never blocked.
+A refresh is "poll Stripe (when this replica holds the lease), then recount from the
+database". The gauges are a query (``gauges.count_pending``) published as precomputed values;
+webhooks ask for a recount, and a burst of them costs one. ``Refresher.run`` refreshes every
+interval and no Stripe or database fault ends the loop: a failed cycle logs one WARNING naming
+the cause, counts the error and leaves the gauges at their last good values. One refresh runs
+at a time; ``refresh_now`` wakes the loop and waits for its result instead of running another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from basketball_api.knowledge import (
-    Counts,
-    SessionKnowledge,
-    SessionState,
-)
+from basketball_api.gauges import Counts
+from basketball_api.lease import Lease
 from basketball_api.metrics import Metrics
-from basketball_api.session_sync import (
-    HealPaid,
-    LoadPending,
-    SessionSource,
-    count_sessions,
-    learn_snapshot,
-    sync_knowledge,
-)
-from basketball_api.stripe_gateway import (
-    SessionSnapshot,
-    StripeFailure,
-)
+from basketball_api.poller import PollResult, SessionSource, poll
+from basketball_api.poller_store import Store
+from basketball_api.stripe_gateway import StripeFailure
 
 log = structlog.get_logger("basketball_api.refresher")
 
+HealPaid = Callable[[list[str]], Awaitable[list[str]]]
 
-_startup_frozen = False
 
-
-def freeze_startup_objects() -> None:
-    """Take the objects alive at start-up out of the garbage collector's sight, once a process.
-
-    A full collection walks every tracked object, and the app with its libraries holds
-    ~150,000 of them: each full collection stalls the event loop for ~100 ms, and a refresh at
-    100,000 pending orders allocates enough to set off several. Modules, the app and its
-    services live as long as the process anyway; everything made later is collected as before.
-    """
-    global _startup_frozen
-    if _startup_frozen:
-        return
-    _startup_frozen = True
-    gc.collect()
-    gc.freeze()
+class NotPolledYet(Exception):
+    """No replica has polled Stripe yet: the database holds no truth to publish."""
 
 
 class Refresher:
-    """Owns the knowledge, the published counts and the loop that refreshes them."""
+    """Owns the published counts, the lease, and the loop that refreshes them."""
 
     def __init__(
         self,
         *,
-        load_pending: LoadPending,
+        store: Store,
         source: SessionSource,
         metrics: Metrics,
+        lease: Lease | None = None,
         interval_seconds: float = 300.0,
         deadline_seconds: float = 120.0,
         grace_seconds: float = 60.0,
-        knowledge: SessionKnowledge | None = None,
         heal_paid: HealPaid | None = None,
     ) -> None:
-        self.heal_paid = heal_paid
-        self.load_pending = load_pending
+        self.store = store
         self.source = source
         self.metrics = metrics
+        self.lease = lease
+        self.heal_paid = heal_paid
         self.interval = interval_seconds
         self.deadline = deadline_seconds
         self.grace = grace_seconds
-        self.knowledge = knowledge or SessionKnowledge()
-        self.counts: Counts | None = None  # None until the first successful refresh
+        self.counts: Counts | None = None  # None until a successful refresh
         self.last_success_at: float | None = None
+        self.last_poll: PollResult | None = None
+        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._waiters: list[asyncio.Future[bool]] = []
+        self._recount_task: asyncio.Task[None] | None = None
+        self._recount_again = False
+        self._published_seq = 0
+        self._seq = 0
         metrics.interval.set(interval_seconds)
 
     async def refresh_once(self) -> Counts:
         """One refresh; raises on failure and leaves the published gauges untouched."""
-        tracked_before = self.knowledge.tracked_ids()
-        rows = await asyncio.to_thread(self.load_pending)
-        await sync_knowledge(self.knowledge, self.source, rows, tracked_before=tracked_before)
-        counts = await count_sessions(self.knowledge, self.source.stripe_now(), self.grace)
-        self.counts = counts
-        self.metrics.publish_counts(counts.expired, counts.completed, counts.open)
-        self.last_success_at = time.time()
-        self.metrics.last_success.set(self.last_success_at)
+        async with self._lock:
+            holds = True if self.lease is None else await asyncio.to_thread(self.lease.hold)
+            self.metrics.lease_held.set(1 if holds else 0)
+            self.last_poll = await poll(self.store, self.source) if holds else None
+            counts = await self.recount()
+            if counts is None:
+                raise NotPolledYet("no replica has polled Stripe yet")
+            if holds and self.heal_paid is not None and any(counts.completed.values()):
+                counts = await self._heal() or counts
+            return counts
+
+    async def recount(self) -> Counts | None:
+        """Count from the database and publish; None (nothing published) before any replica
+        has polled Stripe successfully."""
+        self._seq += 1
+        seq = self._seq
+        counts, cursor = await asyncio.to_thread(
+            self.store.recount, now=self.source.stripe_now(), grace=self.grace
+        )
+        if cursor.polled_at is None:
+            return None
+        if seq > self._published_seq:  # a slower, older recount never overwrites a newer one
+            self._published_seq = seq
+            self.counts = counts
+            self.metrics.publish_counts(vars(counts))
+            self.last_success_at = cursor.polled_at
+            self.metrics.last_success.set(cursor.polled_at)
         return counts
+
+    def request_recount(self) -> None:
+        """Recount soon (after an applied webhook); requests made meanwhile share one recount."""
+        self._recount_again = True
+        if self._recount_task is None or self._recount_task.done():
+            self._recount_task = asyncio.get_running_loop().create_task(self._recount_while_asked())
+
+    async def _recount_while_asked(self) -> None:
+        while self._recount_again:
+            self._recount_again = False
+            try:
+                await self.recount()
+            except Exception as e:  # the next refresh recounts anyway
+                log.warning("recount_failed", error=describe(e))
 
     async def run_cycle(self) -> bool:
         """A refresh that never raises: logs one line and counts the outcome."""
@@ -125,40 +139,55 @@ class Refresher:
         duration = time.perf_counter() - started
         self.metrics.refreshes.labels(result="success").inc()
         self.metrics.duration.set(duration)
+        polled = self.last_poll
         log.info(
             "refresh_succeeded",
             expired=counts.expired,
             completed=counts.completed,
             open=counts.open,
-            tracked_sessions=len(self.knowledge),
+            failed=counts.failed,
+            missing=counts.missing,
+            polled=polled is not None,
+            events=polled.events if polled else 0,
+            listed=polled.listed if polled else 0,
             duration_seconds=round(duration, 3),
             stripe_calls=self.source.calls - calls_before,
         )
-        if self.heal_paid is not None and any(counts.completed.values()):
-            await self._heal()
         return True
 
-    async def _heal(self) -> None:
+    async def _heal(self) -> Counts | None:
         """Mark paid the pending orders Stripe says are paid; a separate step, not the refresh."""
         try:
-            healed = await self.heal_paid(self.knowledge.sessions_in(SessionState.PAID))  # type: ignore[misc]
+            sessions = await asyncio.to_thread(self.store.paid_pending_sessions)
+            await self.heal_paid(sessions)  # type: ignore[misc]
         except Exception as e:  # healing is retried next cycle; it must not end the loop
             log.warning("heal_failed", error=describe(e))
-            return
-        for session_id in healed:
-            self.knowledge.forget(session_id)
-        counts = await count_sessions(self.knowledge, self.source.stripe_now(), self.grace)
-        self.counts = counts
-        self.metrics.publish_counts(counts.expired, counts.completed, counts.open)
+            return None
+        return await self.recount()
 
     async def run(self) -> None:
         """Refresh at start-up, then every interval, until :meth:`stop`."""
         while not self._stop.is_set():
-            await self.run_cycle()
+            self._wake.clear()
+            waiters, self._waiters = self._waiters, []
+            ok = await self.run_cycle()
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(ok)
+            if self._waiters:
+                continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._wake.wait()
-            self._wake.clear()
+
+    async def refresh_now(self) -> bool:
+        """Wake the loop and wait for the result of a cycle started after this call."""
+        if self._task is None or self._task.done():
+            return await self.run_cycle()
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake.set()
+        return await waiter
 
     def start(self) -> asyncio.Task[None]:
         self._stop.clear()
@@ -184,28 +213,13 @@ class Refresher:
             # A task that died on its own was reported by _report_death; shut down anyway.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            self._task = None
-
-    def observe(
-        self, snapshot: SessionSnapshot, *, category: str, order_pending: bool, event: str | None
-    ) -> None:
-        """Apply a webhook's fact at once, moving the gauges without waiting for the next tick."""
-        now = self.source.stripe_now()
-        before = self.knowledge.bucket(snapshot.id, now, self.grace)
-        if order_pending:
-            self.knowledge.ensure(snapshot.id, category)
-            learn_snapshot(self.knowledge, snapshot, event)
-        else:
-            self.knowledge.forget(snapshot.id)
-        after = self.knowledge.bucket(snapshot.id, now, self.grace)
-        if self.counts is None or before == after:
-            return
-        for change, where in ((-1, before), (1, after)):
-            if where is not None:
-                category, name = where
-                self.counts.bucket(name)[category] += change
-        c = self.counts
-        self.metrics.publish_counts(c.expired, c.completed, c.open)
+        self._recount_again = False
+        if self._recount_task is not None:  # a recount is short: let its thread finish
+            await self._recount_task
+        self._task = self._recount_task = None
+        if self.lease is not None:
+            await asyncio.to_thread(self.lease.release)
+        self.metrics.lease_held.set(0)
 
 
 def _report_death(task: asyncio.Task[None]) -> None:
@@ -221,6 +235,8 @@ def failure_reason(error: BaseException) -> str:
         return "deadline"
     if isinstance(error, SQLAlchemyError):
         return "database"
+    if isinstance(error, NotPolledYet):
+        return "not_polled_yet"
     return "internal"
 
 

@@ -32,12 +32,6 @@ T = TypeVar("T")
 #: Stripe's limit per endpoint and second (live and test mode).
 STRIPE_ENDPOINT_RATE_LIMIT = 25.0
 
-POLLED_EVENT_TYPES = (
-    "checkout.session.completed",
-    "checkout.session.async_payment_succeeded",
-    "checkout.session.async_payment_failed",
-)
-
 
 class StripeFailure(Exception):
     """Base of the errors this wall raises; ``reason`` is a bounded label value."""
@@ -123,12 +117,6 @@ class SessionEvent:
     session: SessionSnapshot
 
 
-@dataclass(frozen=True, slots=True)
-class EventPage:
-    events: list[SessionEvent]  # oldest first
-    newest_id: str | None
-
-
 def default_burst(rate: float) -> float:
     """A burst that keeps any one-second window under Stripe's per-endpoint limit.
 
@@ -193,6 +181,7 @@ class StripeGateway:
         self._metrics = metrics
         self.calls = 0
         self.clock_offset_seconds = 0.0
+        self._clock_floor = 0.0  # Stripe's clock as last reported: it never moves backwards
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> StripeGateway:
@@ -217,8 +206,16 @@ class StripeGateway:
             await self._http_client.close_async()  # type: ignore[no-untyped-call]
 
     def stripe_now(self) -> float:
-        """Stripe's clock as best known: local time corrected by the last ``Date`` header."""
-        return time.time() + self.clock_offset_seconds
+        """Stripe's clock as best known: local time corrected by the last ``Date`` header, and
+        never earlier than a time it already reported (a proxy or a skewed edge whose ``Date``
+        goes backwards must not bring expired links back to life)."""
+        now = max(self._clock_floor, time.time() + self.clock_offset_seconds)
+        self._clock_floor = now
+        return now
+
+    def clock_at_least(self, moment: float) -> None:
+        """Raise the clock's floor to a Stripe time seen elsewhere (another replica, a restart)."""
+        self._clock_floor = max(self._clock_floor, moment)
 
     # -- typed calls ---------------------------------------------------------------------
 
@@ -294,18 +291,15 @@ class StripeGateway:
     async def list_sessions(
         self, *, created_gte: int, created_lte: int, status: str | None = None
     ) -> list[SessionSnapshot]:
-        """Every session created in [created_gte, created_lte], 100 per page, newest first."""
-        out: list[SessionSnapshot] = []
-        async for page in self.session_pages(
-            created_gte=created_gte, created_lte=created_lte, status=status
-        ):
-            out.extend(page)
-        return out
+        """Every session created in [created_gte, created_lte] (of ``status``), newest first."""
+        pages = self.session_pages(created_gte=created_gte, created_lte=created_lte, status=status)
+        return [s async for page in pages for s in page]
 
     async def session_pages(
         self, *, created_gte: int, created_lte: int, status: str | None = None
     ) -> AsyncIterator[list[SessionSnapshot]]:
-        """The same sessions a page (up to 100) at a time, so callers never hold them all."""
+        """Every session created in [created_gte, created_lte], a page (up to 100) at a time,
+        newest first, so callers write each page as it comes and never hold them all."""
         starting_after: str | None = None
         while True:
             params: dict[str, Any] = {
@@ -318,45 +312,17 @@ class StripeGateway:
                 params["starting_after"] = starting_after
             page = await self._get("GET /v1/checkout/sessions", "/v1/checkout/sessions", params)
             items = [SessionSnapshot.from_stripe(s) for s in page.get("data") or ()]
-            has_more = bool(page.get("has_more"))
-            # Let the page's JSON (~800 dicts) go now, not after the next request: kept across
-            # awaits, eight windows' pages would be walked by every young-generation collection.
-            del page
             if items:
                 yield items
-            if not has_more or not items:
+            if not page.get("has_more") or not items:
                 return
             starting_after = items[-1].id
 
-    async def latest_event_id(self, types: Sequence[str] = POLLED_EVENT_TYPES) -> str | None:
-        page = await self._get("GET /v1/events", "/v1/events", {"limit": 1, "types": list(types)})
-        data = page.get("data") or []
-        return str(data[0]["id"]) if data else None
-
-    async def events_after(
-        self, cursor: str, types: Sequence[str] = POLLED_EVENT_TYPES
-    ) -> EventPage:
-        """Every event newer than ``cursor``, oldest first, walking forward 100 at a time."""
-        events: list[SessionEvent] = []
-        newest = cursor
-        while True:
-            params = {"limit": 100, "types": list(types), "ending_before": newest}
-            page = await self._get("GET /v1/events", "/v1/events", params)
-            data = page.get("data") or []
-            if not data:
-                break
-            batch = [_event(e) for e in data]
-            events.extend(reversed(batch))
-            newest = batch[0].id
-            if not page.get("has_more"):
-                break
-        return EventPage(events=events, newest_id=newest)
-
-    async def events_since(
-        self, created_gte: int, types: Sequence[str] = POLLED_EVENT_TYPES
-    ) -> EventPage:
-        """Every event created at or after ``created_gte``, oldest first."""
-        events: list[SessionEvent] = []
+    async def event_pages(
+        self, *, created_gte: int, types: Sequence[str]
+    ) -> AsyncIterator[list[SessionEvent]]:
+        """Every event of these types created at or after ``created_gte``, 100 a page, newest
+        first (Stripe's order); each page as it comes."""
         starting_after: str | None = None
         while True:
             params: dict[str, Any] = {
@@ -368,12 +334,11 @@ class StripeGateway:
                 params["starting_after"] = starting_after
             page = await self._get("GET /v1/events", "/v1/events", params)
             batch = [_event(e) for e in page.get("data") or ()]
-            events.extend(batch)
+            if batch:
+                yield batch
             if not page.get("has_more") or not batch:
-                break
+                return
             starting_after = batch[-1].id
-        events.reverse()
-        return EventPage(events=events, newest_id=events[-1].id if events else None)
 
     # -- the wall ------------------------------------------------------------------------
 
@@ -448,6 +413,8 @@ class StripeGateway:
         except (TypeError, ValueError):
             return
         self.clock_offset_seconds = server - time.time()
+        if self._metrics is not None:
+            self._metrics.clock_offset.set(self.clock_offset_seconds)
 
 
 async def _before(wait: Awaitable[Any], send_by: float | None, endpoint: str) -> None:

@@ -12,9 +12,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
-from basketball_api.knowledge import SessionKnowledge, SessionState
+from basketball_api import link_state
+from basketball_api.link_state import Bucket
 from basketball_api.models import Category, Order, OrderStatus, Product
 
 MAX_ROWS = 500  # one page of the listing; the totals always cover every matching order
@@ -49,22 +50,23 @@ _LABELS = {
     LinkState.unknown: "not known yet",
     LinkState.closed: "—",
 }
-_FROM_SESSION = {
-    SessionState.OPEN: LinkState.open,
-    SessionState.EXPIRED: LinkState.dead,
-    SessionState.PAID: LinkState.paid_at_stripe,
-    SessionState.PROCESSING: LinkState.processing,
-    SessionState.FAILED: LinkState.payment_failed,
-    SessionState.MISSING: LinkState.missing,
-    SessionState.UNKNOWN: LinkState.unknown,
+_FROM_BUCKET = {
+    Bucket.open: LinkState.open,
+    Bucket.expired: LinkState.dead,
+    Bucket.paid: LinkState.paid_at_stripe,
+    Bucket.processing: LinkState.processing,
+    Bucket.failed: LinkState.payment_failed,
+    Bucket.missing: LinkState.missing,
+    Bucket.unknown: LinkState.unknown,
 }
 
 LinkStateOf = Callable[[Order], LinkState]
 _Stmt = TypeVar("_Stmt", bound=Select[Any])
 
 
-def link_state_from_knowledge(knowledge: SessionKnowledge, now: float, grace: float) -> LinkStateOf:
-    """Link states as the stranded-order gauge decides them (same knowledge, clock, grace)."""
+def link_state_from_db(now: float, grace: float) -> LinkStateOf:
+    """Link states as the stranded-order gauge decides them: the same bucket expression over
+    the link's row, the same clock and grace (one query per pending order with a link)."""
 
     def of(order: Order) -> LinkState:
         if order.status != OrderStatus.pending:
@@ -72,8 +74,9 @@ def link_state_from_knowledge(knowledge: SessionKnowledge, now: float, grace: fl
         sid = order.stripe_checkout_session_id
         if sid is None:
             return LinkState.none
-        state = knowledge.state(sid, now, grace)
-        return LinkState.unknown if state is None else _FROM_SESSION[state]
+        db = object_session(order)
+        found = None if db is None else link_state.bucket_of(db, sid, now=now, grace=grace)
+        return LinkState.unknown if found is None else _FROM_BUCKET[found]
 
     return of
 

@@ -89,9 +89,7 @@ def _query_of(where: OrderFilter) -> dict[str, str]:
 
 def _link_states(services: Services) -> treasurer.LinkStateOf:
     refresher = services.refresher
-    return treasurer.link_state_from_knowledge(
-        refresher.knowledge, refresher.source.stripe_now(), refresher.grace
-    )
+    return treasurer.link_state_from_db(refresher.source.stripe_now(), refresher.grace)
 
 
 def _search(services: Services, where: OrderFilter, limit: int, offset: int) -> Listing:
@@ -179,7 +177,7 @@ def _resend(services: Services, order_id: int, operator: str) -> Resent:
 async def _resend_and_observe(services: Services, order_id: int, operator: str) -> Resent:
     resent = await run_in_threadpool(_resend, services, order_id, operator)
     if resent.new_link:
-        services.refresher.wake()
+        services.refresher.request_recount()
     return resent
 
 
@@ -320,7 +318,7 @@ async def _act(services: Services, order_id: int, action: str, operator: str) ->
                     orders.cancel_order(db, stripe, order_id, by=operator)
 
             await run_in_threadpool(cancel)
-            services.refresher.wake()
+            services.refresher.request_recount()
             return "cancelled"
         if action == "relink":
             stripe = ThreadStripe(services.gateway, services.settings)
@@ -328,7 +326,7 @@ async def _act(services: Services, order_id: int, action: str, operator: str) ->
                 partial(recovery.reissue, operator=operator), services.sessions, stripe, order_id
             )
             if result.created:
-                services.refresher.wake()
+                services.refresher.request_recount()
             return "relinked" if result.created else "live"
         resent = await _resend_and_observe(services, order_id, operator)
         return {

@@ -20,24 +20,18 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from basketball_api import access, payments
+from basketball_api import access, link_state, payments
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep
-from basketball_api.models import ProcessedWebhookEvent
+from basketball_api.link_state import CHECKOUT_EVENT_TYPES
+from basketball_api.models import Learnt, ProcessedWebhookEvent
 from basketball_api.stripe_gateway import SessionSnapshot
 
 log = structlog.get_logger("basketball_api.webhooks")
 router = APIRouter()
 
 SIGNATURE_TOLERANCE_SECONDS = 300
-HANDLED = frozenset(
-    {
-        "checkout.session.completed",
-        "checkout.session.expired",
-        "checkout.session.async_payment_succeeded",
-        "checkout.session.async_payment_failed",
-    }
-)
+HANDLED = frozenset(CHECKOUT_EVENT_TYPES)
 
 
 class WebhookRefused(Exception):
@@ -51,9 +45,8 @@ class WebhookRefused(Exception):
 @dataclass(frozen=True)
 class Applied:
     result: str  # applied | needs_review | duplicate | ignored
-    category: str | None = None
-    order_pending: bool = False
     settled: payments.Settlement | None = None
+    link_changed: bool = False  # a link's state or an order moved: the gauges need a recount
 
 
 async def verified_event(request: Request, services: ServicesDep) -> dict[str, Any]:
@@ -145,14 +138,28 @@ def _apply(db: Session, event: dict[str, Any]) -> Applied:
     obj = (event.get("data") or {}).get("object") or {}
     if kind not in HANDLED or obj.get("object") != "checkout.session" or not obj.get("id"):
         return Applied("ignored")
-    settled = payments.settle(
-        db, SessionSnapshot.from_stripe(obj), via="webhook", event_id=event["id"]
-    )
-    if settled.outcome == payments.Outcome.not_ours:
+    snapshot = _snapshot(event, obj)
+    if snapshot is None:
         return Applied("ignored")
+    # The order first (settle locks it), then its link: the order every path locks them in.
+    settled = payments.settle(db, snapshot, via="webhook", event_id=event["id"])
+    fact = link_state.fact_of(snapshot, kind)
+    changed = bool(link_state.learn(db, {snapshot.id: fact}, Learnt.webhook))
+    if settled.outcome == payments.Outcome.not_ours:
+        return Applied("ignored", link_changed=changed)
     # checkout.session.expired leaves the order pending: a dead link is what the gauge counts.
     result = "needs_review" if settled.outcome == payments.Outcome.needs_review else "applied"
-    return Applied(result, settled.category, settled.pending_behind_it, settled)
+    changed = changed or settled.outcome == payments.Outcome.applied
+    return Applied(result, settled, changed)
+
+
+def _snapshot(event: dict[str, Any], obj: dict[str, Any]) -> SessionSnapshot | None:
+    """The event's session, or None when it cannot be read (the poller learns it instead)."""
+    try:
+        return SessionSnapshot.from_stripe(obj)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        log.warning("webhook_session_unreadable", event_id=event["id"], error=type(e).__name__)
+        return None
 
 
 @router.post("/webhooks/stripe", tags=["webhooks"])
@@ -171,29 +178,13 @@ async def stripe_webhook(
         raise WebhookRefused(500, "processing_error", "event not applied; Stripe will retry") from e
     kind = event["type"] if event["type"] in HANDLED else "other"  # a bounded label
     services.metrics.webhook_events.labels(type=kind, result=applied.result).inc()
-    if applied.result != "duplicate" and applied.category is not None:
-        _observe(services, event, applied)
+    if applied.link_changed:
+        services.refresher.request_recount()  # coalesced: a burst costs one recount
     if applied.settled is not None:
         await payments.after_commit(
             services.sessions, services.gateway, services.metrics, applied.settled
         )
     return {"status": applied.result}
-
-
-def _observe(services: Services, event: dict[str, Any], applied: Applied) -> None:
-    """Move the gauges now; the event is already applied, so a snapshot we cannot read only
-    waits for the next refresh (which learns it from Stripe) instead of failing the request."""
-    try:
-        snapshot = SessionSnapshot.from_stripe(event["data"]["object"])
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        log.warning("webhook_not_observed", event_id=event["id"], error=type(e).__name__)
-        return
-    services.refresher.observe(
-        snapshot,
-        category=applied.category or "",
-        order_pending=applied.order_pending,
-        event=event["type"],
-    )
 
 
 def install_webhook_errors(app: Any, services_of: Any) -> None:

@@ -1,0 +1,262 @@
+"""The truth about every payment link: what Stripe says of each Checkout Session, in the database.
+
+Each ``checkout_links`` row carries its session's state (``open``, ``expired``, ``complete`` with
+a payment status, ``missing`` when Stripe answers 404; null until learnt), its ``expires_at``,
+and when and how that was learnt. Every path that learns something (link creation, webhooks,
+the poller's events feed, listings and retrieves, the return page) writes it through
+:func:`learn`, and :func:`advance`, one plain function, decides what may replace what: facts
+only move forward, so a late or duplicated snapshot never undoes a newer one.
+
+Whether a link counts as dead, open or paid is :func:`bucket`, one SQL expression, used by the
+gauges and by every listing of orders; expiry by time is evaluated there against Stripe's
+clock, so no call is needed for a link past its ``expires_at``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import ColumnElement, and_, case, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from basketball_api.models import CheckoutLink, Learnt, LinkState, Order, PaymentStatus
+from basketball_api.stripe_gateway import SessionSnapshot
+
+ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
+ASYNC_FAILED = "checkout.session.async_payment_failed"
+
+#: The Checkout event types the webhook handles and the poller reads from ``GET /v1/events``
+#: (Stripe takes at most 20 in ``types[]``).
+CHECKOUT_EVENT_TYPES: tuple[str, ...] = (
+    "checkout.session.completed",
+    "checkout.session.expired",
+    ASYNC_SUCCEEDED,
+    ASYNC_FAILED,
+)
+
+#: Payment statuses that mean the money is there: the one definition of "paid".
+PAID_STATUSES = frozenset({PaymentStatus.paid, PaymentStatus.no_payment_required})
+
+
+class Bucket(enum.StrEnum):
+    """What a link means for its pending order (the gauges count orders per bucket)."""
+
+    open = "open"
+    expired = "expired"  # expired at Stripe, or open past expires_at + grace
+    paid = "paid"
+    processing = "processing"  # complete, a delayed payment not settled yet
+    failed = "failed"  # complete, the delayed payment failed
+    missing = "missing"  # Stripe does not know the session
+    unknown = "unknown"  # not learnt yet
+
+
+#: Buckets in which the parent cannot pay through the link any more.
+DEAD = frozenset({Bucket.expired, Bucket.failed, Bucket.missing})
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """What is known of one session."""
+
+    state: LinkState
+    payment_status: PaymentStatus | None = None
+    expires_at: int = 0  # Unix seconds; 0 when not told
+
+
+def _payment_status(value: str | None) -> PaymentStatus | None:
+    try:
+        return PaymentStatus(value) if value else None
+    except ValueError:
+        return None
+
+
+def fact_of(snapshot: SessionSnapshot, event_type: str | None = None) -> Fact:
+    """The fact a session snapshot tells (or the event that carried it: after a delayed payment
+    failed, Stripe's snapshot still says ``complete``/``unpaid``; only the event type tells)."""
+    if event_type == ASYNC_SUCCEEDED:
+        return Fact(LinkState.complete, PaymentStatus.paid, snapshot.expires_at)
+    if event_type == ASYNC_FAILED:
+        return Fact(LinkState.complete, PaymentStatus.failed, snapshot.expires_at)
+    try:
+        state = LinkState(snapshot.status)
+    except ValueError:
+        state = LinkState.open
+    return Fact(state, _payment_status(snapshot.payment_status), snapshot.expires_at)
+
+
+def is_terminal(fact: Fact) -> bool:
+    if fact.state == LinkState.expired:
+        return True
+    return fact.state == LinkState.complete and (
+        fact.payment_status in PAID_STATUSES or fact.payment_status == PaymentStatus.failed
+    )
+
+
+def advance(old: Fact | None, new: Fact) -> Fact | None:
+    """The fact to store when ``new`` is learnt about a link that knew ``old``; None: keep ``old``.
+
+    - Nothing replaces a terminal fact (expired; complete and paid; complete and failed).
+    - A complete session whose delayed payment is still processing only moves to paid or failed.
+    - An open link moves to anything else; a late ``open`` never undoes what came after it.
+    - ``missing`` (Stripe answered 404) gives way to anything Stripe says of the session later.
+    """
+    if old is not None and old.expires_at and not new.expires_at:
+        new = Fact(new.state, new.payment_status, old.expires_at)
+    if old is None:
+        return new
+    if new == old or is_terminal(old):
+        return None
+    if old.state == LinkState.complete:
+        return new if new.state == LinkState.complete and is_terminal(new) else None
+    if old.state == LinkState.open:
+        if new.state == LinkState.open:
+            return new if new.expires_at != old.expires_at and not old.expires_at else None
+        return new
+    # missing
+    return None if new.state == LinkState.missing else new
+
+
+def epoch(moment: datetime | None) -> int:
+    if moment is None:
+        return 0
+    if moment.tzinfo is None:  # SQLite hands back naive UTC
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def from_epoch(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def stored_fact(link: CheckoutLink) -> Fact | None:
+    if link.state is None:
+        return None
+    return Fact(link.state, link.payment_status, epoch(link.expires_at))
+
+
+def created_fields(snapshot: SessionSnapshot, at: datetime) -> dict[str, object]:
+    """The state columns of a link just created at Stripe: open until its ``expires_at``."""
+    fact = fact_of(snapshot)
+    return {
+        "state": fact.state,
+        "payment_status": fact.payment_status,
+        "learnt_at": at,
+        "learnt_from": Learnt.created,
+    }
+
+
+def learn(
+    db: Session, facts: Mapping[str, Fact], how: Learnt, *, at: datetime | None = None
+) -> list[str]:
+    """Write the facts that move their links forward; returns the session ids that changed.
+
+    Sessions that are not one of our links are ignored. The rows are locked (PostgreSQL) in id
+    order before deciding, so a webhook and the poller learning the same link at once cannot
+    overwrite each other's newer fact; on SQLite the caller's transaction has taken the
+    database's write lock first (see :func:`take_write_lock`).
+    """
+    if not facts:
+        return []
+    at = at or datetime.now(UTC)
+    rows = db.execute(
+        select(
+            CheckoutLink.id,
+            CheckoutLink.stripe_checkout_session_id,
+            CheckoutLink.state,
+            CheckoutLink.payment_status,
+            CheckoutLink.expires_at,
+        )
+        .where(CheckoutLink.stripe_checkout_session_id.in_(list(facts)))
+        .order_by(CheckoutLink.id)
+        .with_for_update()
+    ).all()
+    changes: list[dict[str, object]] = []
+    changed: list[str] = []
+    for link_id, session_id, state, payment_status, expires_at in rows:
+        old = None if state is None else Fact(state, payment_status, epoch(expires_at))
+        new = advance(old, facts[session_id])
+        if new is None:
+            continue
+        change: dict[str, object] = {
+            "id": link_id,
+            "state": new.state,
+            "payment_status": new.payment_status,
+            "learnt_at": at,
+            "learnt_from": how,
+        }
+        if new.expires_at and new.expires_at != epoch(expires_at):
+            change["expires_at"] = from_epoch(new.expires_at)
+        changes.append(change)
+        changed.append(session_id)
+    if changes:
+        db.execute(update(CheckoutLink), changes)
+    return changed
+
+
+def take_write_lock(db: Session) -> None:
+    """SQLite: take the database's write lock now, so rows read next cannot change before this
+    transaction writes. PostgreSQL locks rows with ``FOR UPDATE`` instead."""
+    if db.get_bind().dialect.name == "sqlite":
+        db.execute(
+            update(CheckoutLink)
+            .where(CheckoutLink.id == -1)
+            .values(state=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def bucket(cutoff: datetime) -> ColumnElement[str]:
+    """The bucket of the link in a query's ``CheckoutLink`` row, as one SQL expression.
+
+    ``cutoff`` is Stripe's clock minus the grace period: an open link whose ``expires_at`` is
+    before it is dead by time, with no call (Stripe never keeps a session open past it).
+    A missing row (an outer join) is ``unknown``.
+    """
+    link = CheckoutLink
+    return case(
+        (link.state.is_(None), literal(Bucket.unknown.value)),
+        (
+            and_(link.state == LinkState.open, link.expires_at < cutoff),
+            literal(Bucket.expired.value),
+        ),
+        (link.state == LinkState.open, literal(Bucket.open.value)),
+        (link.state == LinkState.expired, literal(Bucket.expired.value)),
+        (link.state == LinkState.missing, literal(Bucket.missing.value)),
+        (link.payment_status.in_(list(PAID_STATUSES)), literal(Bucket.paid.value)),
+        (link.payment_status == PaymentStatus.failed, literal(Bucket.failed.value)),
+        else_=literal(Bucket.processing.value),
+    )
+
+
+def unresolved() -> ColumnElement[bool]:
+    """Links whose state may still change at Stripe: not learnt, open, processing or missing."""
+    link = CheckoutLink
+    return or_(
+        link.state.is_(None),
+        link.state.in_([LinkState.open, LinkState.missing]),
+        and_(
+            link.state == LinkState.complete,
+            or_(
+                link.payment_status.is_(None),
+                link.payment_status.not_in([*PAID_STATUSES, PaymentStatus.failed]),
+            ),
+        ),
+    )
+
+
+def current_link() -> ColumnElement[bool]:
+    """The join condition of an order to its current link."""
+    return CheckoutLink.stripe_checkout_session_id == Order.stripe_checkout_session_id
+
+
+def bucket_of(db: Session, session_id: str, *, now: float, grace: float) -> Bucket | None:
+    """The bucket of one link (None: no such link): "is this order's link dead, open, paid"."""
+    found = db.scalar(
+        select(bucket(from_epoch(now - grace))).where(
+            CheckoutLink.stripe_checkout_session_id == session_id
+        )
+    )
+    return None if found is None else Bucket(found)

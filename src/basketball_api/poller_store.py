@@ -1,0 +1,138 @@
+"""The poller's database side: its cursor row, the links it must learn, the facts it writes.
+
+Synchronous methods, each one transaction; the poller runs them in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from basketball_api import link_state
+from basketball_api.db import transaction
+from basketball_api.gauges import Counts, count_pending
+from basketball_api.link_state import Fact, current_link, epoch, from_epoch
+from basketball_api.models import CheckoutLink, Learnt, LinkState, Order, OrderStatus, PollerCursor
+from basketball_api.stripe_gateway import SessionEvent
+
+CURSOR_ID = 1
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The cursor row as Unix seconds (None: not set yet)."""
+
+    event_id: str | None = None
+    event_created_at: float | None = None
+    stripe_clock_at: float | None = None
+    polled_at: float | None = None
+    relisting_since: float | None = None
+
+
+def _seconds(moment: datetime | None) -> float | None:
+    return None if moment is None else float(epoch(moment))
+
+
+def _cursor_of(row: PollerCursor | None) -> Cursor:
+    if row is None:
+        return Cursor()
+    return Cursor(
+        row.event_id,
+        _seconds(row.event_created_at),
+        _seconds(row.stripe_clock_at),
+        _seconds(row.polled_at),
+        _seconds(row.relisting_since),
+    )
+
+
+def _row(db: Session) -> PollerCursor:
+    row = db.get(PollerCursor, CURSOR_ID, with_for_update=True)
+    if row is None:
+        row = PollerCursor(id=CURSOR_ID)
+        db.add(row)
+    return row
+
+
+def _later(old: datetime | None, new: float) -> datetime:
+    """``new`` unless ``old`` is later: the cursor and the clock never move backwards."""
+    moment = from_epoch(new)
+    return moment if old is None or epoch(old) < new else old
+
+
+class Store:
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+
+    def cursor(self) -> Cursor:
+        with transaction(self.factory) as db:
+            return _cursor_of(db.get(PollerCursor, CURSOR_ID))
+
+    def begin_relisting(self, position: float, since: float) -> None:
+        """Note the feed position before relisting, and since when links are relisted."""
+        with transaction(self.factory) as db:
+            row = _row(db)
+            row.event_created_at = _later(row.event_created_at, position)
+            if row.relisting_since is None:
+                row.relisting_since = from_epoch(since)
+
+    def to_learn(self, relisting_since: float | None) -> list[tuple[str, int]]:
+        """(session id, created) of pending orders' current links to learn from a listing:
+        those never learnt and, during a relisting, those that may have changed since."""
+        wanted: ColumnElement[bool] = CheckoutLink.state.is_(None)
+        if relisting_since is not None:
+            since = from_epoch(relisting_since)
+            wanted = or_(
+                wanted,
+                link_state.unresolved()
+                & or_(CheckoutLink.learnt_at.is_(None), CheckoutLink.learnt_at < since),
+            )
+        stmt = (
+            select(CheckoutLink.stripe_checkout_session_id, CheckoutLink.created_at)
+            .join(Order, current_link())
+            .where(Order.status == OrderStatus.pending)
+            .where(wanted)
+        )
+        with transaction(self.factory) as db:
+            return [(sid, epoch(created)) for sid, created in db.execute(stmt)]
+
+    def learn(self, facts: Mapping[str, Fact], how: Learnt) -> list[str]:
+        if not facts:
+            return []
+        with transaction(self.factory) as db:
+            link_state.take_write_lock(db)
+            return link_state.learn(db, facts, how)
+
+    def finish(self, *, position: float, newest: SessionEvent | None, stripe_clock: float) -> None:
+        """A poll ended well: move the cursor and the clock forward, end any relisting."""
+        with transaction(self.factory) as db:
+            row = _row(db)
+            row.event_created_at = _later(row.event_created_at, position)
+            if newest is not None:
+                row.event_id = newest.id
+            row.stripe_clock_at = _later(row.stripe_clock_at, stripe_clock)
+            row.polled_at = row.stripe_clock_at
+            row.relisting_since = None
+
+    def recount(self, *, now: float, grace: float) -> tuple[Counts, Cursor]:
+        """The gauges' counts and the cursor, read in one transaction."""
+        with transaction(self.factory) as db:
+            cursor = _cursor_of(db.get(PollerCursor, CURSOR_ID))
+            if cursor.stripe_clock_at is not None:
+                now = max(now, cursor.stripe_clock_at)
+            return count_pending(db, now=now, grace=grace), cursor
+
+    def paid_pending_sessions(self) -> list[str]:
+        """Current links of pending orders that Stripe says are paid (a lost webhook)."""
+        stmt = (
+            select(Order.stripe_checkout_session_id)
+            .join(CheckoutLink, current_link())
+            .where(Order.status == OrderStatus.pending)
+            .where(CheckoutLink.state == LinkState.complete)
+            .where(CheckoutLink.payment_status.in_(list(link_state.PAID_STATUSES)))
+        )
+        with transaction(self.factory) as db:
+            return [sid for (sid,) in db.execute(stmt) if sid]
