@@ -372,7 +372,7 @@ def bench_app(settings: Settings) -> FastAPI:
 
 def rss_mb() -> float:
     """This process's resident memory (the API runs in it), after a full collection."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     gc.collect()
     return float(psutil.Process().memory_info().rss) / 2**20
@@ -412,9 +412,12 @@ _RUNS = ("ours_cold", "ours_warm", "ours_restart", "naive_cold", "naive_warm")
 
 
 def case_from_json(data: dict[str, Any]) -> Case:
-    runs = {k: None if data.get(k) is None else Run(**data[k]) for k in _RUNS}
-    rest = {k: v for k, v in data.items() if k not in _RUNS}
-    return Case(**rest, **runs)
+    fields = {k: v for k, v in data.items() if k not in _RUNS}
+    case = Case(**fields)
+    for k in _RUNS:
+        if data.get(k) is not None:
+            setattr(case, k, Run(**data[k]))
+    return case
 
 
 def stripe_calls(control: SandboxControl) -> int:
@@ -831,11 +834,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.replot:
-        cases = [case_from_json(c) for c in json.loads(Path(args.replot).read_text())]
+        saved = [case_from_json(c) for c in json.loads(Path(args.replot).read_text())]
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        plot(cases, out / "refresh.png")
-        print(render_table(cases) + "\n" + render_targets(check_targets(cases)))
+        plot(saved, out / "refresh.png")
+        print(render_table(saved) + "\n" + render_targets(check_targets(saved)))
         return
     sizes = [int(s) for s in args.sizes.split(",") if s]
     kinds = [k for k in args.databases.split(",") if k]

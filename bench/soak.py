@@ -34,11 +34,13 @@ import tempfile
 import time
 import tracemalloc
 from collections import Counter
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped]
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from tests.procs import start_api, start_sandbox
@@ -120,7 +122,9 @@ class LogCounter:
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
 
-    def __call__(self, _logger: object, method: str, event: dict[str, object]) -> dict[str, object]:
+    def __call__(
+        self, _logger: object, method: str, event: MutableMapping[str, Any]
+    ) -> Mapping[str, Any]:
         self.counts[(method, str(event.get("event")))] += 1
         raise structlog.DropEvent
 
@@ -130,7 +134,7 @@ def inject_faults(control: SandboxControl, rate: float, hang_seconds: float) -> 
     kinds: list[tuple[str, dict[str, object]]] = [
         ("server_error", {}),
         ("unavailable", {}),
-        *(("rate_limit", {"reason": r}) for r in RATE_LIMIT_REASONS),
+        *(("rate_limit", dict[str, object](reason=r)) for r in RATE_LIMIT_REASONS),
         ("malformed", {}),
         ("hang", {"seconds": hang_seconds}),
     ]

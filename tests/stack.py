@@ -139,4 +139,4 @@ def running_stack(database_url: str, **settings: Any) -> Iterator[Stack]:
                         app, api, control, sdk, api_server.url, sandbox_server.url, api_server
                     )
                 finally:
-                    http_client.close()
+                    http_client.close()  # type: ignore[no-untyped-call]

@@ -179,7 +179,8 @@ def test_stripe_refusing_the_key_is_one_clear_line(database_url: str, command: l
         result = run(stack, database_url, *command, STRIPE_API_KEY="sk_test_wrong")
         assert result.exit_code == 1
         lines = [line for line in result.output.splitlines() if line.strip()]
-        assert lines == ["error: Stripe refused the API key on GET /v1/events"], result.output
+        assert len(lines) == 1, result.output
+        assert lines[0].startswith("error: Stripe refused the API key on GET /v1/"), result.output
         assert "sk_test_wrong" not in result.output
 
 

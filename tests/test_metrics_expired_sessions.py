@@ -24,7 +24,9 @@ from basketball_api.stripe_gateway import StripeUnavailable
 pytestmark = pytest.mark.anyio
 
 
-def gauge(metrics: Metrics, name: str = "basketball_api_pending_orders_with_expired_session"):
+def gauge(
+    metrics: Metrics, name: str = "basketball_api_pending_orders_with_expired_session"
+) -> dict[str, float]:
     """{category: value} of one labelled gauge as /metrics would show it."""
     out = {}
     for family in text_string_to_metric_families(metrics.render().decode()):

@@ -19,10 +19,10 @@ from tests.links import factory_for, insert_pending, pending_of
 from basketball_api import poller
 from basketball_api.metrics import Metrics
 from basketball_api.models import CheckoutLink, Learnt, LinkState, PaymentStatus
-from basketball_api.poller import poll
+from basketball_api.poller import SessionSource, poll
 from basketball_api.poller_store import Store
 from basketball_api.refresher import Refresher
-from basketball_api.stripe_gateway import SessionSnapshot, StripeUnavailable
+from basketball_api.stripe_gateway import SessionEvent, SessionSnapshot, StripeUnavailable
 
 pytestmark = pytest.mark.anyio
 DAY = 86400
@@ -36,11 +36,26 @@ def factory(database_url: str) -> Iterator[sessionmaker[Session]]:
     bind.dispose()
 
 
-def refresher_for(factory: sessionmaker[Session], stripe: FakeStripe, **kw: float) -> Refresher:
-    return Refresher(store=Store(factory), source=stripe, metrics=Metrics(), grace_seconds=0, **kw)
+def refresher_for(
+    factory: sessionmaker[Session],
+    stripe: SessionSource,
+    *,
+    deadline_seconds: float = 120.0,
+    interval_seconds: float = 300.0,
+) -> Refresher:
+    return Refresher(
+        store=Store(factory),
+        source=stripe,
+        metrics=Metrics(),
+        grace_seconds=0,
+        deadline_seconds=deadline_seconds,
+        interval_seconds=interval_seconds,
+    )
 
 
-def seed(factory: sessionmaker[Session], stripe: FakeStripe, n: int, *, known_open: bool = False):
+def seed(
+    factory: sessionmaker[Session], stripe: FakeStripe, n: int, *, known_open: bool = False
+) -> list[SessionSnapshot]:
     snaps = [stripe.add(f"cs_{i}", created=int(stripe.now) - 100 - i) for i in range(n)]
     insert_pending(
         factory,
@@ -166,7 +181,7 @@ async def test_a_cursor_older_than_the_events_window_relists_only_unresolved_lin
         targets.append(found)
         return found
 
-    store.to_learn = spy  # type: ignore[method-assign]
+    store.to_learn = spy  # type: ignore[method-assign,assignment]
     refresher.store = store
     with capture_logs() as logs:
         assert await refresher.run_cycle()
@@ -187,7 +202,7 @@ async def test_links_stripe_does_not_know_are_missing_counted_and_kept_across_cu
     for i in range(0, 60, 2):
         stripe.forget(f"cs_{i}")
     slow = SlowRetrieves(stripe)
-    refresher = refresher_for(factory, slow, deadline_seconds=1.0)  # type: ignore[arg-type]
+    refresher = refresher_for(factory, slow, deadline_seconds=1.0)
     with capture_logs() as first:
         assert not await refresher.run_cycle()  # cut by its deadline part-way
     with factory() as db:
@@ -223,11 +238,15 @@ class SlowRetrieves:
     def clock_at_least(self, moment: float) -> None:
         self.inner.clock_at_least(moment)
 
-    def event_pages(self, **kw: object) -> AsyncIterator[list[object]]:
-        return self.inner.event_pages(**kw)  # type: ignore[arg-type,return-value]
+    def event_pages(
+        self, *, created_gte: int, types: Sequence[str]
+    ) -> AsyncIterator[list[SessionEvent]]:
+        return self.inner.event_pages(created_gte=created_gte, types=types)
 
-    def session_pages(self, **kw: int) -> AsyncIterator[list[SessionSnapshot]]:
-        return self.inner.session_pages(**kw)
+    def session_pages(
+        self, *, created_gte: int, created_lte: int
+    ) -> AsyncIterator[list[SessionSnapshot]]:
+        return self.inner.session_pages(created_gte=created_gte, created_lte=created_lte)
 
     async def retrieve_session(self, session_id: str) -> SessionSnapshot:
         async with self._one:

@@ -303,14 +303,14 @@ def fresh_database(engine: str, request: pytest.FixtureRequest, template: Path) 
         shutil.copyfile(template, db)
         return f"sqlite:///{db}"
     url: str = request.getfixturevalue("postgres_url")
-    engine = make_engine(url)
+    db_engine = make_engine(url)
     try:
-        with engine.begin() as conn:
+        with db_engine.begin() as conn:
             conn.exec_driver_sql(
                 "TRUNCATE orders, processed_webhook_events, poller_cursor RESTART IDENTITY CASCADE"
             )
     finally:
-        engine.dispose()
+        db_engine.dispose()
     return url
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import event, select
@@ -326,7 +326,7 @@ def test_a_database_failure_after_creation_expires_the_new_session(
     def fail_commit(_conn: Any) -> None:
         raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
 
-    name, hook = ("before_cursor_execute", fail_insert)
+    name, hook = ("before_cursor_execute", cast(Callable[..., None], fail_insert))
     if failing == "commit":
         name, hook = ("commit", fail_commit)
     event.listen(engine, name, hook)

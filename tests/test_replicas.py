@@ -64,7 +64,9 @@ def refresh(api: ApiProcess, control: SandboxControl) -> int:
     return sum(control.request_counts().values())
 
 
-def truth(api: ApiProcess, control: SandboxControl, order_ids: list[int]) -> dict[str, dict]:
+def truth(
+    api: ApiProcess, control: SandboxControl, order_ids: list[int]
+) -> dict[str, dict[str, float]]:
     """The gauges computed from the database (via the API) and Stripe's own state."""
     sessions = control.sessions()
     out: dict[str, dict[str, float]] = {g: dict.fromkeys(CATEGORIES, 0.0) for g in GAUGES}

@@ -8,11 +8,8 @@ one process always holds the lease.
 
 from __future__ import annotations
 
-import structlog
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
-
-log = structlog.get_logger("basketball_api.lease")
 
 #: The advisory lock's key (any 64-bit number the deployment uses for nothing else).
 LEASE_KEY = 0x6B617374_706F6C6C  # "kastpoll"
@@ -39,8 +36,7 @@ class Lease:
                 self._conn.execute(text("SELECT 1"))
                 self._conn.commit()
                 return True
-            except DBAPIError:
-                log.info("poller_lease_lost")
+            except DBAPIError:  # the session and its lock are gone: try to take it again
                 self._drop()
         conn = self._engine.connect()
         try:
@@ -55,8 +51,7 @@ class Lease:
         if not got:
             conn.close()
             return False
-        self._conn = conn
-        log.info("poller_lease_taken")
+        self._conn = conn  # basketball_api_poller_lease_held says which replica holds it
         return True
 
     def release(self) -> None:

@@ -42,7 +42,8 @@ MISSING_WARNING_AT = 10  # this many links answered 404 in one poll: a wrong key
 class SessionSource(Protocol):
     """The Stripe calls the poller makes (implemented by ``StripeGateway``)."""
 
-    calls: int
+    @property
+    def calls(self) -> int: ...
 
     def stripe_now(self) -> float: ...
     def clock_at_least(self, moment: float) -> None: ...
