@@ -52,30 +52,27 @@ def events_about(client: stripe.StripeClient, ids: set[str], **params: Any) -> l
 
 
 @pytest.mark.anyio
-async def test_the_service_finds_an_event_after_its_cursor_and_by_created(
+async def test_the_service_finds_an_event_by_created_newest_first(
     gateway: StripeGateway, client: stripe.StripeClient
 ) -> None:
     start = int(time.time()) - 2
-    cursor = await gateway.latest_event_id(types=[EXPIRED])
     session = expired_session(client)
 
-    async def after_cursor() -> SessionEvent | None:
-        page = (
-            await gateway.events_since(start, types=[EXPIRED])
-            if cursor is None
-            else await gateway.events_after(cursor, types=[EXPIRED])
-        )
-        return next((e for e in page.events if e.session.id == session.id), None)
+    async def since(created_gte: int) -> list[SessionEvent]:
+        pages = gateway.event_pages(created_gte=created_gte, types=[EXPIRED])
+        return [e async for page in pages for e in page]
 
-    event = await eventually_async(after_cursor, f"{EXPIRED} for {session.id}")
+    async def found() -> SessionEvent | None:
+        return next((e for e in await since(start) if e.session.id == session.id), None)
+
+    event = await eventually_async(found, f"{EXPIRED} for {session.id}")
     assert event.type == EXPIRED
     assert event.id.startswith("evt_")
     assert event.session.status == "expired"
     assert event.created >= start
-    since = await gateway.events_since(start, types=[EXPIRED])
-    assert event.id in [e.id for e in since.events]
-    assert [e.created for e in since.events] == sorted(e.created for e in since.events)
-    assert await gateway.latest_event_id(types=[EXPIRED]) is not None
+    events = await since(start)
+    assert [e.created for e in events] == sorted((e.created for e in events), reverse=True)
+    assert event.id not in [e.id for e in await since(event.created + 1)]
 
 
 def test_events_list_filters_and_cursors(client: stripe.StripeClient) -> None:
