@@ -372,7 +372,7 @@ def test_a_link_stripe_does_not_know_is_dead_listed_reissued_and_cancellable(
         [listed] = stranded_orders(db, now=NOW, grace=0)
     assert (listed.order_id, listed.link_state) == (gone.id, "missing")
 
-    result = reissue(factory, stripe, gone.id)
+    result = reissue(factory, stripe, gone.id, operator="treasurer")
     assert result.created
     assert stripe.open_for(gone.id) == [current_session(factory, gone.id)]
     with transaction(factory) as db:
