@@ -84,7 +84,11 @@ async def poll(store: Store, source: SessionSource) -> PollResult:
         if position is not None:
             log.warning("events_cursor_too_old", cursor_age_seconds=round(started - position))
     else:
+        read_started = time.monotonic()
         newest = await _read_feed(store, source, int(position) - OVERLAP_SECONDS, result)
+        # The feed position is Stripe's time when the read began, on the clock as its answers
+        # just set it (a clock read before the first answer of a process can be stale).
+        started = source.stripe_now() - (time.monotonic() - read_started)
     result.relisting = relisting_since is not None
     targets = await asyncio.to_thread(store.to_learn, relisting_since)
     await _learn_links(store, source, targets, result)
