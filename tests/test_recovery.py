@@ -376,7 +376,7 @@ def test_a_link_stripe_does_not_know_is_dead_listed_reissued_and_cancellable(
     assert result.created
     assert stripe.open_for(gone.id) == [current_session(factory, gone.id)]
     with transaction(factory) as db:
-        cancelled = cancel_order(db, stripe, other.id)
+        cancelled = cancel_order(db, stripe, other.id, by="treasurer")
     assert cancelled.status == OrderStatus.cancelled
     [old] = [x for x in links(factory, other.id)]
     assert old.state == LinkState.missing
