@@ -306,7 +306,7 @@ def test_cancel_reissue_and_resend_without_email(database_url: str) -> None:
         assert f"{stack.api_url}/pay/" in said  # the pay link, to send by hand
 
         r = stack.api.post(f"/admin/orders/{reminded['id']}/resend-link")
-        assert r.status_code == 503
+        assert r.status_code == 409
         assert r.json()["code"] == "email_not_configured"
         assert "no email was sent" in r.json()["detail"]
 

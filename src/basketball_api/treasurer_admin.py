@@ -139,7 +139,8 @@ def export_orders(services: ServicesDep, where: Filter) -> StreamingResponse:
 
 
 class EmailNotConfigured(DomainError):
-    status_code = 503
+    # 409, not 503: retrying changes nothing until the club configures SMTP.
+    status_code = 409
     code = "email_not_configured"
 
 
@@ -185,7 +186,7 @@ async def _resend_and_observe(services: Services, order_id: int, operator: str) 
 async def resend_link(order_id: OrderId, services: ServicesDep, who: OperatorName) -> Resent:
     """Email the parent the order's payment link (a new one first if it was dead).
 
-    503 ``email_not_configured`` when SMTP is not set up: nothing is emailed, and the body says
+    409 ``email_not_configured`` when SMTP is not set up: nothing is emailed, and the body says
     so; the order still gets a live link, which the operator can send by hand."""
     resent = await _resend_and_observe(services, order_id, who)
     if resent.email == notify.Email.not_configured:
