@@ -235,11 +235,30 @@ def test_two_hundred_wrong_logins_are_slowed(client: TestClient) -> None:
     assert [r.status_code for r in answers[:10]] == [303] * 10
     assert len(refused) == 190
     assert int(refused[-1].headers["Retry-After"]) > 60
-    # While throttled, even the right token is not tried (a guess would learn nothing).
-    assert log_in(client, TREASURER).status_code == 429
-    r = client.get("/admin/payments-needing-review", headers=bearer(TREASURER))
+    # Throttled, the guesser's next wrong tokens still get 429, page or bearer...
+    assert log_in(client, "guess-next-0123456789abcdef").status_code == 429
+    r = client.get("/admin/payments-needing-review", headers=bearer("guess-next"))
     assert r.status_code == 429
     assert int(r.headers["Retry-After"]) > 0
+    assert client.get("/admin/payments-needing-review").status_code == 429  # no token either
+
+
+def test_a_throttled_address_still_lets_the_right_token_in(client: TestClient) -> None:
+    """Everyone behind the club's one address shares its throttle: a guesser there must not
+    lock the real operators out."""
+    for i in range(60):
+        log_in(client, f"guess-{i:04d}-0123456789abcdef")
+        client.get("/admin/stranded-orders", headers=bearer(f"wrong-{i}"))
+    assert log_in(client, "guess-last-0123456789abcdef").status_code == 429
+    r = log_in(client, TREASURER)
+    assert r.status_code == 303
+    assert r.headers["location"] == "/admin"
+    assert operators.COOKIE in r.cookies
+    assert client.get("/admin").status_code == 200
+    assert client.get("/admin/stranded-orders", headers=bearer(TREASURER)).status_code == 200
+    assert client.get("/admin/stranded-orders", headers=bearer(COACH)).status_code == 200
+    # ...and letting it in neither clears nor loosens the throttle for the next guess.
+    assert client.get("/admin/stranded-orders", headers=bearer("wrong-again")).status_code == 429
 
 
 def test_wrong_bearer_tokens_are_throttled_too(client: TestClient) -> None:
@@ -257,7 +276,7 @@ def test_the_throttle_counts_each_client_behind_the_proxy(database_url: str) -> 
         for i in range(10):
             r = client.get("/admin/stranded-orders", headers={**bearer(f"g{i}"), **guesser})
             assert r.status_code == 401
-        r = client.get("/admin/stranded-orders", headers={**bearer(TREASURER), **guesser})
+        r = client.get("/admin/stranded-orders", headers={**bearer("g-next"), **guesser})
         assert r.status_code == 429
         colleague = {"X-Forwarded-For": "203.0.113.6"}
         r = client.get("/admin/stranded-orders", headers={**bearer(TREASURER), **colleague})

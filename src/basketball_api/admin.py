@@ -304,12 +304,12 @@ async def login(request: Request, token: Annotated[str, Form()]) -> Response:
     if not operators.same_origin(request, ops.settings):
         raise operators.Forbidden("cross-site login refused (Origin does not match this site)")
     client = operators.client_of(request)
-    try:
-        await operators.check_failed_logins(request, client)
-    except TooManyRequests as e:
-        return _login_page(request, throttled=int(e.headers["Retry-After"]))
     credential = ops.identify(token)
     if credential is None:
+        try:
+            await operators.check_failed_logins(request, client)
+        except TooManyRequests as e:
+            return _login_page(request, throttled=int(e.headers["Retry-After"]))
         await operators.count_failed_login(request, client)
         return RedirectResponse("/admin?failed=true", status_code=303)
     response = RedirectResponse("/admin", status_code=303)

@@ -17,8 +17,10 @@ throttled failed logins.
   ``Origin`` (or ``Referer``) before anything changes: a cross-site post changes nothing.
 - Failed logins (form or bearer) are counted per client address in ``limits``' moving windows
   (``OPERATOR_LOGIN_FAILURE_LIMIT``, in the storage of the other rate limits: per replica in
-  memory, or shared through Redis); past them every attempt from that address gets 429 with
-  ``Retry-After`` before any token is compared, so guessing gets slower and learns nothing.
+  memory, or shared through Redis). Past them a wrong (or missing) token from that address gets
+  429 with ``Retry-After`` instead of 401, so guessing gets slower; a right token is still let
+  in, so a guesser behind a shared address cannot lock the real operators out. The token is
+  compared first, in the same constant time either way.
 """
 
 from __future__ import annotations
@@ -158,8 +160,8 @@ def _derived_key(credentials: list[Credential]) -> str:
 
 
 async def check_failed_logins(request: Request, client: str) -> None:
-    """429 (``Retry-After``) while ``client`` is past the failed-login limit: then not even
-    the right token is tried, so a guess learns nothing."""
+    """429 (``Retry-After``) while ``client`` is past the failed-login limit. Called only once
+    a presented token turned out wrong: the throttle never refuses a right one."""
     limits: RateLimits = request.app.state.rate_limits
     await limits.check(FAILED_LOGINS, client)
 
@@ -195,10 +197,10 @@ async def operator(
     if not operators.enabled:
         raise Unauthorized("operator endpoints are disabled: set OPERATOR_TOKENS or ADMIN_TOKEN")
     client = client_of(request)
-    await check_failed_logins(request, client)
     presented = credentials.credentials if credentials else None
     found = operators.identify(presented)
     if found is None:
+        await check_failed_logins(request, client)
         if presented:  # a guess; a request with no token at all is not one
             await count_failed_login(request, client)
         raise Unauthorized("a valid 'Authorization: Bearer <operator token>' header is required")

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     operator_session_secret: SecretStr | None = None
     operator_session_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
     # Failed operator logins per client address (``limits`` notation, like the limits above)
-    # past which every attempt from it gets 429, the right token too.
+    # past which a wrong token from it gets 429 instead of 401 (a right one is still let in).
     operator_login_failure_limit: str = "10/15minutes;50/day"
     # The TLS proxy whose X-Forwarded-Proto/-For are believed (comma-separated addresses or
     # "*"); the same variable uvicorn reads. Unset: only the connection itself counts.
