@@ -116,8 +116,20 @@ def test_wrong_links_say_nothing_about_which_orders_exist(database_url: str) -> 
         assert len(stack.sandbox.sessions()) == 1
 
 
-def returned(stack: Stack, session_id: str) -> httpx.Response:
-    return httpx.get(f"{stack.api_url}/checkout/return", params={"session_id": session_id})
+def returned(stack: Stack, session_id: str, token: str | None = None) -> httpx.Response:
+    """The return page reached with a session id (and, if given, a token) only."""
+    params = {"session_id": session_id, **({"token": token} if token else {})}
+    return httpx.get(f"{stack.api_url}/checkout/return", params=params)
+
+
+def way_back(stack: Stack, session_id: str) -> str:
+    """Where Checkout sends the parent after paying: the link's ``success_url``, filled in."""
+    url: str = stack.sandbox.session(session_id)["success_url"]
+    return url.replace("{CHECKOUT_SESSION_ID}", session_id)
+
+
+def parent_returns(stack: Stack, session_id: str) -> httpx.Response:
+    return httpx.get(way_back(stack, session_id))
 
 
 def test_the_return_page_applies_a_payment_whose_webhook_was_lost(database_url: str) -> None:
@@ -168,17 +180,80 @@ def test_the_return_page_refuses_a_foreign_session(database_url: str) -> None:
 def test_unpaid_and_expired_sessions_say_so_and_offer_the_pay_link(database_url: str) -> None:
     with running_stack(database_url) as stack:
         order = stack.order("monthly")
-        page = returned(stack, order["checkout_session_id"])
+        page = parent_returns(stack, order["checkout_session_id"])
         assert "not paid yet" in page.text
-        assert f'href="{stack.api_url}/pay/' in page.text
+        assert f'href="{order["pay_url"]}"' in page.text
         stack.sdk.v1.checkout.sessions.expire(order["checkout_session_id"])
-        page = returned(stack, order["checkout_session_id"])
+        page = parent_returns(stack, order["checkout_session_id"])
         assert "expired" in page.text
         link = page.text.split('id="pay" href="')[1].split('"')[0]
         r = httpx.get(link, follow_redirects=False)  # the offered link opens a fresh checkout
         assert r.status_code == 303
         assert r.headers["location"].startswith(stack.sandbox_url + CHECKOUT)
         assert stack.api.get(f"/orders/{order['id']}").json()["status"] == "pending"
+
+
+def test_a_session_id_alone_grants_nothing_of_the_order(database_url: str) -> None:
+    """Session ids appear in log lines: with one and no token of its order, the return page
+    says whether that session was paid, and shows no name, offers no link, mints no token."""
+    with running_stack(database_url) as stack:
+        order = stack.order("tournament")
+        other = stack.order("monthly", player_name="Riley")
+        sid = order["checkout_session_id"]
+        wrong = order["access_token"][:-2] + ("AA" if order["access_token"][-2:] != "AA" else "BB")
+        for token in (None, other["access_token"], wrong, "short"):
+            page = returned(stack, sid, token)
+            assert page.status_code == 200, token
+            assert "not paid yet" in page.text
+            assert "Jordan" not in page.text
+            assert "Riley" not in page.text
+            assert 'id="pay"' not in page.text
+            assert "/pay/" not in page.text
+            assert "/o/" not in page.text
+        stack.sdk.v1.checkout.sessions.expire(sid)
+        page = returned(stack, sid)
+        assert "expired" in page.text
+        assert 'id="pay"' not in page.text
+        assert "Jordan" not in page.text
+
+        # Paid: the session id alone still settles the order (fulfilment on return stays).
+        late = stack.order("tournament", player_name="Casey")
+        stack.sandbox.drop_next_webhooks(1)
+        stack.sandbox.pay(late["checkout_session_id"])
+        stack.sandbox.wait_for_webhooks(timeout=10)
+        page = returned(stack, late["checkout_session_id"])
+        assert "Paid" in page.text
+        assert "Casey" not in page.text
+        assert stack.api.get(f"/orders/{late['id']}").json()["status"] == "paid"
+
+
+def test_the_way_back_from_checkout_carries_the_orders_token(database_url: str) -> None:
+    with running_stack(database_url) as stack:
+        order = stack.order("tournament")
+        sid = order["checkout_session_id"]
+        assert way_back(stack, sid).startswith(f"{stack.api_url}/checkout/return?session_id={sid}")
+        page = parent_returns(stack, sid)
+        assert 'id="player"' in page.text
+        assert "Jordan" in page.text
+        assert f'href="{order["pay_url"]}"' in page.text
+        # A link made later (the old one expired) brings its parent back with a token too,
+        # one that opens the same order and no other.
+        stack.sdk.v1.checkout.sessions.expire(sid)
+        assert pay(stack, order).status_code == 303
+        fresh = current_session(stack, order)
+        assert fresh != sid
+        page = parent_returns(stack, fresh)
+        assert "Jordan" in page.text
+        link = page.text.split('id="pay" href="')[1].split('"')[0]
+        assert link.startswith(f"{stack.api_url}/pay/")
+        assert link != order["pay_url"]
+        token = link.rsplit("/", 1)[1]
+        assert "Jordan" in httpx.get(f"{stack.api_url}/o/{token}").text
+        other = stack.order("monthly", player_name="Riley")
+        assert "Riley" not in returned(stack, other["checkout_session_id"], token).text
+        assert "Jordan" not in returned(stack, other["checkout_session_id"], token).text
+        stack.sandbox.pay(fresh)
+        assert "Paid" in parent_returns(stack, fresh).text
 
 
 def test_the_pay_link_is_rate_limited_per_client(database_url: str) -> None:

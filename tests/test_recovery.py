@@ -42,7 +42,9 @@ class FakeCheckout:
         self.created = 0
         self._lock = threading.Lock()
 
-    def create_checkout_session(self, order: Order, product: Product) -> SessionSnapshot:
+    def create_checkout_session(
+        self, order: Order, product: Product, return_token: str
+    ) -> SessionSnapshot:
         time.sleep(self.delay)
         if self.fail_create is not None:
             raise self.fail_create
@@ -120,7 +122,7 @@ def new_order(
             db, product_id=product.id, parent_email=email, player_name="Jordan", quantity=1
         )
         if checkout:
-            attach_session(db, order, stripe.create_checkout_session(order, product))
+            attach_session(db, order, stripe.create_checkout_session(order, product, "t"))
             db.flush()
         return order
 

@@ -59,10 +59,14 @@ def expires_at_for(lifetime: int, stripe_now: float) -> int | None:
 
 
 def checkout_params(
-    gateway: StripeGateway, settings: Settings, order: Order, product: Product
+    gateway: StripeGateway, settings: Settings, order: Order, product: Product, return_token: str
 ) -> dict[str, Any]:
     """The arguments of :meth:`StripeGateway.create_checkout_session` for ``order``: computed
-    once, so a call whose answer was lost can be asked again with exactly the same ones."""
+    once, so a call whose answer was lost can be asked again with exactly the same ones.
+
+    ``return_token`` is an access token of the order, carried in ``success_url``: the return
+    page shows the order and its pay link only to whoever holds it as well as the session id
+    (a session id alone is no capability; it appears in logs)."""
     base = settings.public_base_url.rstrip("/")
     expires_at = expires_at_for(settings.checkout_expires_after_seconds, gateway.stripe_now())
     return {
@@ -73,8 +77,11 @@ def checkout_params(
         "quantity": order.quantity,
         "currency": order.currency,
         "customer_email": order.parent_email,
-        # Stripe puts the session's id in; the return page checks it with Stripe.
-        "success_url": f"{base}/checkout/return?session_id={{CHECKOUT_SESSION_ID}}",
+        # Stripe puts the session's id in; the return page checks it with Stripe, and opens
+        # the order only with its token too.
+        "success_url": (
+            f"{base}/checkout/return?session_id={{CHECKOUT_SESSION_ID}}&token={return_token}"
+        ),
         "cancel_url": f"{base}/checkout/cancelled",
         "expires_at": expires_at,
     }
@@ -87,8 +94,10 @@ class ThreadStripe:
         self._gateway = gateway
         self._settings = settings
 
-    def create_checkout_session(self, order: Order, product: Product) -> SessionSnapshot:
-        params = checkout_params(self._gateway, self._settings, order, product)
+    def create_checkout_session(
+        self, order: Order, product: Product, return_token: str
+    ) -> SessionSnapshot:
+        params = checkout_params(self._gateway, self._settings, order, product, return_token)
         return anyio.from_thread.run(partial(self._gateway.create_checkout_session, **params))
 
     def expire_session(self, session_id: str) -> SessionSnapshot:

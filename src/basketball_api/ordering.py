@@ -148,7 +148,7 @@ def _reserve(
             quantity=quantity,
         )
         token = access.issue_token(db, order.id, "order_created")
-        params = checkout_params(services.gateway, services.settings, order, order.product)
+        params = checkout_params(services.gateway, services.settings, order, order.product, token)
     return _Reserved(order, token, params)
 
 

@@ -5,10 +5,13 @@
   per order, safe under double clicks); a paid or cancelled order shows its page instead.
 - ``GET /o/{token}``: the order, its state and a pay button; server-rendered, readable on a
   phone, no Stripe call.
-- ``GET /checkout/return?session_id=…``: where Checkout sends the parent back. The session is
-  retrieved from Stripe and must be one of the order's links; a paid one is applied at once
-  (the webhook may be late or lost: Stripe's guidance is to fulfil on both, idempotently).
-  Unpaid, expired or unknown sessions say so, and offer the pay link.
+- ``GET /checkout/return?session_id=…&token=…``: where Checkout sends the parent back (the
+  link's ``success_url`` carries an access token of the order). The session is retrieved from
+  Stripe and must be one of the order's links; a paid one is applied at once (the webhook may
+  be late or lost: Stripe's guidance is to fulfil on both, idempotently). Unpaid, expired or
+  unknown sessions say so. Only with the order's token as well does the page show the player
+  and offer the pay link: a session id alone (it appears in logs) says whether it was paid and
+  nothing more, and no token is ever handed out here.
 """
 
 from __future__ import annotations
@@ -214,7 +217,7 @@ def _order_of_session(db: Session, session_id: str) -> int | None:
 class _Returned:
     view: OrderView
     settled: payments.Settlement
-    pay_token: str | None
+    holder: bool  # the request carried an access token of this very order
     link_changed: bool = False
 
     @property
@@ -222,17 +225,17 @@ class _Returned:
         return self.settled.outcome == payments.Outcome.applied
 
 
-def _settle(services: Services, order_id: int, snapshot: SessionSnapshot) -> _Returned:
+def _settle(
+    services: Services, order_id: int, snapshot: SessionSnapshot, token: str | None
+) -> _Returned:
     with transaction(services.sessions) as db:
         settled = apply_paid_session(db, snapshot)
         learnt = link_state.learn(
             db, {snapshot.id: link_state.fact_of(snapshot)}, Learnt.return_page
         )
         view = OrderView.of(get_order(db, order_id))
-        token = None
-        if view.status == "pending":
-            token = access.issue_token(db, order_id, "return_page")
-    return _Returned(view, settled, token, bool(learnt))
+        holder = token is not None and access.order_for_token(db, token) == order_id
+    return _Returned(view, settled, holder, bool(learnt))
 
 
 def _lookup(services: Services, session_id: str) -> int | None:
@@ -245,11 +248,13 @@ async def checkout_return(
     request: Request,
     services: ServicesDep,
     session_id: SessionId,
+    token: Annotated[str | None, Query(max_length=64)] = None,
     _public: None = access.PUBLIC,
     _limit: None = rate_limited("pay_link"),
 ) -> Response:
     """Checks the session with Stripe, applies a payment, and says what is true now (a Stripe
-    call per view for a session of ours: rate limited per client like the pay link)."""
+    call per view for a session of ours: rate limited per client like the pay link). The
+    order's details and pay link only for the holder of one of its tokens (``token``)."""
     order_id = await run_in_threadpool(_lookup, services, session_id)
     if order_id is None:
         return _page(
@@ -270,7 +275,7 @@ async def checkout_return(
             status_code=503,
             headers={"Retry-After": "30"},
         )
-    returned = await run_in_threadpool(_settle, services, order_id, snapshot)
+    returned = await run_in_threadpool(_settle, services, order_id, snapshot, token)
     await payments.after_commit(
         services.sessions, services.gateway, services.metrics, returned.settled
     )
@@ -279,18 +284,24 @@ async def checkout_return(
     if returned.applied or returned.link_changed:
         services.refresher.request_recount()
     view = returned.view
-    pay = access.pay_url(services.settings, returned.pay_token) if returned.pay_token else None
+    pay = None
+    if returned.holder and token is not None and view.status == "pending":
+        pay = access.pay_url(services.settings, token)
+    again = "Use the button for a new one." if pay else "Open your pay link again for a new one."
     if view.status != "pending":
         message = _STATE_MESSAGES[view.status]
     elif snapshot.status == "complete":
         message = "Your payment is being processed (a bank payment can take a few days)."
         pay = None
     elif snapshot.status == "expired":
-        message = "This payment page expired before it was paid. Use the button for a new one."
+        message = f"This payment page expired before it was paid. {again}"
     else:
         message = "This order is not paid yet."
-    # Reached with a session id, not the order's token: no personal data on this page.
-    view = replace(view, player_name="")
+        if not pay:
+            message += " Your pay link (in your confirmation) still works."
+    if not returned.holder:
+        # A session id alone is no capability (it is in log lines): no personal data.
+        view = replace(view, player_name="")
     return _page(request, title=f"Order {view.number}", message=message, order=view, pay_url=pay)
 
 

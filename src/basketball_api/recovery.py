@@ -10,7 +10,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from basketball_api import payments
+from basketball_api import access, payments
 from basketball_api.errors import Conflict
 from basketball_api.link_state import DEAD, Bucket, bucket, current_link, epoch, from_epoch
 from basketball_api.models import CheckoutLink, Order, OrderStatus, Product
@@ -179,7 +179,10 @@ def reissue_link(db: Session, stripe: CheckoutCreator, order_id: int) -> Reissue
         if current is not None and current.status == "complete":
             raise Conflict(f"order {order_id} was paid at Stripe; it needs healing, not a link")
     payments.expire_open_recoveries(db, stripe, order)
-    fresh = stripe.create_checkout_session(order, order.product)
+    # The new link's way back carries a token of its own (the parent's tokens are kept only as
+    # digests); it is stored in this transaction, so a failure drops it too.
+    return_token = access.issue_token(db, order.id, "checkout_return")
+    fresh = stripe.create_checkout_session(order, order.product, return_token)
     try:
         attach_session(db, order, fresh)
         if old is not None:
