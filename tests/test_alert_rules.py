@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+from tests import rules_io
 
-import rules_io
 from basketball_api.metrics import Metrics
 from basketball_api.settings import Settings
 

@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-
-import rules_io
+from tests import rules_io
 
 AMTOOL = shutil.which("amtool")
 needs_amtool = pytest.mark.skipif(

@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-import rules_io
+from tests import rules_io
 
 DASHBOARD = rules_io.REPO_ROOT / "deploy" / "grafana" / "basketball-api.json"
 PROMTOOL = shutil.which("promtool")

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 import yaml
+from tests import rules_io
 from tests.test_manifests import KUBERNETES_VERSIONS, OPERATOR_SCHEMAS, _operator_errors
 
-import rules_io
 from basketball_api.app import create_app
 
 DEPLOY = rules_io.REPO_ROOT / "deploy"

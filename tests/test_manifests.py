@@ -20,8 +20,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
-import rules_io
+from tests import rules_io
 
 MANIFEST_DIR = rules_io.REPO_ROOT / "deploy" / "kubernetes"
 DOCKERFILE = rules_io.REPO_ROOT / "deploy" / "Dockerfile"

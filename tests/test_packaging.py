@@ -12,8 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-import rules_io
+from tests import rules_io
 
 ROOT = rules_io.REPO_ROOT
 LOCK = ROOT / "requirements"

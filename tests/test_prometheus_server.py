@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
-
-import prometheus_server
-import rules_io
-from prometheus_server import (
+from tests import prometheus_server, rules_io
+from tests.prometheus_server import (
     PROMETHEUS,
     PROMTOOL,
     PrometheusError,

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import stripe
+from tests.contract.support import SANDBOX_KEY, STRIPE_API, Target, stripe_test_key
 
 from basketball_api.stripe_gateway import StripeGateway
-from contract.support import SANDBOX_KEY, STRIPE_API, Target, stripe_test_key
 from stripe_sandbox.app import create_app
 from stripe_sandbox.config import SandboxConfig
 from stripe_sandbox.control import SandboxControl

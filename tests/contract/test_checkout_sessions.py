@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 import stripe
+from tests.contract.support import Target, session_params
 
 from basketball_api.stripe_gateway import StripeGateway, StripeRejected
-from contract.support import Target, session_params
 
 pytestmark = pytest.mark.anyio
 

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import pytest
 import stripe
+from tests.contract.support import Target, eventually, session_params
 
 from basketball_api.stripe_gateway import SessionEvent, StripeGateway
-from contract.support import Target, eventually, session_params
 from stripe_sandbox.server import BackgroundServer
 from stripe_sandbox.testing import WebhookReceiver
 
