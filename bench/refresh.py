@@ -62,6 +62,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
+from pydantic import SecretStr
 from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 from tests.procs import PG_ADMIN_URL, temporary_postgres
@@ -445,9 +446,9 @@ def run_case(
         settings = Settings(
             database_url=url,
             stripe_api_base=sandbox_url,
-            admin_token=ADMIN_TOKEN,
+            admin_token=SecretStr(ADMIN_TOKEN),
             log_level="WARNING",
-            stripe_webhook_secret=WEBHOOK_SECRET,
+            stripe_webhook_secret=SecretStr(WEBHOOK_SECRET),
             # As close to Stripe's 25/s per endpoint as the client's bucket allows (burst 1).
             stripe_rate_limit_per_second=CLIENT_RATE_LIMIT,
         )

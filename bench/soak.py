@@ -43,6 +43,7 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from tests.procs import start_api, start_sandbox
 from tests.standard_catalogue import migrate_with_catalogue
 
@@ -264,7 +265,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> Report:
     settings = Settings(
         database_url=database_url,
         stripe_api_base=sandbox.url,
-        admin_token=TOKEN,
+        admin_token=SecretStr(TOKEN),
         expiry_grace_seconds=0,
         stripe_max_network_retries=0,
         stripe_rate_limit_retries=0,

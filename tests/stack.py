@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import stripe
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from basketball_api.app import create_app
 from basketball_api.settings import Settings
@@ -109,8 +110,8 @@ def running_stack(database_url: str, **settings: Any) -> Iterator[Stack]:
         config = Settings(
             database_url=database_url,
             stripe_api_base=sandbox_server.url,
-            stripe_webhook_secret=WEBHOOK_SECRET,
-            admin_token=ADMIN_TOKEN,
+            stripe_webhook_secret=SecretStr(WEBHOOK_SECRET),
+            admin_token=SecretStr(ADMIN_TOKEN),
             **{"expiry_grace_seconds": 0, "stripe_timeout_seconds": 5, **settings},
         )
         late = _BuiltOnStart()

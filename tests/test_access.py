@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from basketball_api import access
@@ -32,7 +33,7 @@ def make_app(database_url: str = "sqlite://", **settings: Any) -> FastAPI:
         database_url=database_url,
         stripe_api_base="http://127.0.0.1:9",  # nothing listens: any Stripe call fails
         stripe_max_network_retries=0,
-        admin_token=TOKEN,
+        admin_token=SecretStr(TOKEN),
         **settings,
     )
     return create_app(config, start_refresher=False)

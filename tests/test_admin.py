@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 from tests.operator_page import OperatorPage
@@ -32,7 +33,7 @@ def offline_client(tmp_path: Any) -> Iterator[TestClient]:
     url = f"sqlite:///{tmp_path / 'admin.db'}"
     migrate_with_catalogue(url)
     settings = Settings(
-        database_url=url, admin_token=ADMIN_TOKEN, stripe_api_base="http://127.0.0.1:9"
+        database_url=url, admin_token=SecretStr(ADMIN_TOKEN), stripe_api_base="http://127.0.0.1:9"
     )
     with TestClient(create_app(settings, start_refresher=False)) as client:
         yield client

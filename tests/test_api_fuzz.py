@@ -17,6 +17,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from pydantic import SecretStr
 from schemathesis import GenerationMode
 from tests.procs import temporary_postgres
 from tests.standard_catalogue import migrate_with_catalogue
@@ -31,7 +32,7 @@ TOKEN = "fuzz-admin-token-0123456789"
 SECRET = "whsec_fuzz_secret"
 
 schema = schemathesis.openapi.from_dict(
-    create_app(Settings(stripe_webhook_secret=SECRET), start_refresher=False).openapi()
+    create_app(Settings(stripe_webhook_secret=SecretStr(SECRET)), start_refresher=False).openapi()
 )
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=30
@@ -60,8 +61,8 @@ def api_url(database: str) -> Iterator[str]:
         config = Settings(
             database_url=url,
             stripe_api_base=sandbox.url,
-            stripe_webhook_secret=SECRET,
-            admin_token=TOKEN,
+            stripe_webhook_secret=SecretStr(SECRET),
+            admin_token=SecretStr(TOKEN),
             stripe_max_network_retries=0,
             stripe_timeout_seconds=5,
             # The fuzzer is one client sending hundreds of requests: let them do real work.

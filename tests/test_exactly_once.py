@@ -16,6 +16,7 @@ import httpx
 import pytest
 from bench.exactly_once import run_mode
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from tests.fakes import app_sessions, deliver_signed, own_links, session_event, sign
 from tests.procs import temporary_postgres
 
@@ -55,9 +56,9 @@ def test_two_replicas_apply_every_event_once(mode: str, tmp_path: Path) -> None:
 def client(database_url: str) -> Iterator[TestClient]:
     settings = Settings(
         database_url=database_url,
-        stripe_webhook_secret=SECRET,
+        stripe_webhook_secret=SecretStr(SECRET),
         stripe_api_base="http://127.0.0.1:9",  # no Stripe needed here
-        admin_token=TOKEN,
+        admin_token=SecretStr(TOKEN),
     )
     with TestClient(create_app(settings, start_refresher=False), headers=OPERATOR) as c:
         yield c
@@ -136,9 +137,9 @@ def test_concurrent_copies_of_one_event_apply_once(database_url: str) -> None:
     """Eight copies of each of 20 events at the same moment: 20 applied, 140 duplicates."""
     settings = Settings(
         database_url=database_url,
-        stripe_webhook_secret=SECRET,
+        stripe_webhook_secret=SecretStr(SECRET),
         stripe_api_base="http://127.0.0.1:9",
-        admin_token=TOKEN,
+        admin_token=SecretStr(TOKEN),
     )
     app = create_app(settings, start_refresher=False)
     with (

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from basketball_api.app import create_app
@@ -25,7 +26,7 @@ def client(database_url: str) -> Iterator[TestClient]:
         stripe_api_base="http://127.0.0.1:9",  # nothing listens: Stripe is unreachable
         stripe_max_network_retries=0,
         stripe_timeout_seconds=2,
-        admin_token=TOKEN,
+        admin_token=SecretStr(TOKEN),
     )
     with TestClient(create_app(settings, start_refresher=False)) as c:
         yield c

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import select
 from tests.fakes import app_sessions, deliver_signed, own_links, session_event
 from tests.stack import ADMIN_TOKEN, Stack, running_stack
@@ -214,10 +215,10 @@ def test_money_for_a_cancelled_order_is_kept_for_review(database_url: str) -> No
 def client(database_url: str) -> Iterator[TestClient]:
     settings = Settings(
         database_url=database_url,
-        stripe_webhook_secret=SECRET,
+        stripe_webhook_secret=SecretStr(SECRET),
         stripe_api_base="http://127.0.0.1:9",
         stripe_max_network_retries=0,
-        admin_token=ADMIN_TOKEN,
+        admin_token=SecretStr(ADMIN_TOKEN),
     )
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with TestClient(create_app(settings, start_refresher=False), headers=auth) as c:

@@ -25,6 +25,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from sqlalchemy import select
 from tests.standard_catalogue import migrate_with_catalogue
 
@@ -108,8 +109,8 @@ class World:
         self.settings = Settings(
             database_url=self.database_url,
             stripe_api_base=self.sandbox_url,
-            stripe_webhook_secret=SECRET,
-            admin_token=ADMIN,
+            stripe_webhook_secret=SecretStr(SECRET),
+            admin_token=SecretStr(ADMIN),
             expiry_grace_seconds=0,
             stripe_timeout_seconds=5,
         )

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import structlog
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from tests.fakes import app_sessions, deliver_signed, own_links, session_event
 
 from basketball_api.app import create_app
@@ -25,10 +26,10 @@ COMPLETED = "checkout.session.completed"
 def client(database_url: str) -> Iterator[TestClient]:
     settings = Settings(
         database_url=database_url,
-        stripe_webhook_secret=SECRET,
+        stripe_webhook_secret=SecretStr(SECRET),
         stripe_api_base="http://127.0.0.1:9",
         stripe_max_network_retries=0,
-        operator_tokens={"treasurer": TOKEN},
+        operator_tokens={"treasurer": SecretStr(TOKEN)},
     )
     with TestClient(create_app(settings, start_refresher=False), headers=AUTH) as c:
         yield c

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from tests.fakes import app_sessions, own_links, session_event, sign
 from tests.procs import start_api
 
@@ -39,7 +40,7 @@ OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
 def make_client(database_url: str, **settings: Any) -> TestClient:
     config = Settings(
         database_url=database_url,
-        stripe_webhook_secret=SECRET,
+        stripe_webhook_secret=SecretStr(SECRET),
         stripe_api_base="http://127.0.0.1:9",  # nothing listens: any Stripe call fails
         stripe_max_network_retries=0,
         **settings,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import update
 from tests.operator_page import OperatorPage, csrf_of
 from tests.procs import free_port
@@ -38,7 +39,7 @@ FAMILIES = [  # (product id, player, parent email)
 def offline(url: str, **settings: Any) -> TestClient:
     config = Settings(
         database_url=url,
-        admin_token=ADMIN_TOKEN,
+        admin_token=SecretStr(ADMIN_TOKEN),
         stripe_api_base="http://127.0.0.1:9",  # no Stripe: orders are taken without a link
         stripe_max_network_retries=0,
         **settings,

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from tests.fakes import app_sessions, own_links, session_event, sign
 
 from basketball_api.app import create_app
@@ -20,9 +21,9 @@ TOKEN = "webhooks-admin-token-0123456789"
 def make_client(database_url: str, secret: str | None = SECRET) -> TestClient:
     settings = Settings(
         database_url=database_url,
-        stripe_webhook_secret=secret,
+        stripe_webhook_secret=None if secret is None else SecretStr(secret),
         stripe_api_base="http://127.0.0.1:9",  # no Stripe needed here
-        admin_token=TOKEN,
+        admin_token=SecretStr(TOKEN),
     )
     # As an operator: orders are read back by id.
     headers = {"Authorization": f"Bearer {TOKEN}"}
