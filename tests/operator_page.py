@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import httpx
+import httpx2
 from fastapi.testclient import TestClient
 
 
@@ -24,8 +25,10 @@ class OperatorPage:
         r.raise_for_status()
         self.csrf = csrf_of(client.get("/admin").text)
 
-    def get(self, url: str, **kw: Any) -> httpx.Response:
+    def get(self, url: str, **kw: Any) -> httpx.Response | httpx2.Response:
         return self.client.get(url, **kw)
 
-    def post(self, url: str, data: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
+    def post(
+        self, url: str, data: dict[str, Any] | None = None, **kw: Any
+    ) -> httpx.Response | httpx2.Response:
         return self.client.post(url, data={**(data or {}), "csrf_token": self.csrf}, **kw)

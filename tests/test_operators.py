@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 import structlog
 from fastapi.routing import APIRoute
@@ -46,7 +47,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def log_in(client: TestClient, token: str, **headers: str) -> httpx.Response:
+def log_in(client: TestClient, token: str, **headers: str) -> httpx2.Response:
     return client.post(
         "/admin/login",
         data={"token": token},

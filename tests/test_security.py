@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import httpx2
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -69,7 +70,7 @@ def pending_order(client: TestClient) -> int:
     return int(r.json()["id"])
 
 
-def post_webhook(client: TestClient, payload: bytes, header: str) -> httpx.Response:
+def post_webhook(client: TestClient, payload: bytes, header: str) -> httpx2.Response:
     return client.post("/webhooks/stripe", content=payload, headers={"Stripe-Signature": header})
 
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from types import FrameType
+from typing import Any, Protocol
 
 import httpx
 import stripe
@@ -102,7 +103,18 @@ def read_gauge(text: str) -> dict[str, int]:
     return {m[0]: int(float(m[1])) for m in re.findall(pattern, text)}
 
 
-def create_catalogue(client: httpx.Client, admin_token: str) -> None:
+class _Posted(Protocol):
+    def raise_for_status(self) -> object: ...
+
+
+class Poster(Protocol):
+    """All :func:`create_catalogue` asks of its client: an ``httpx.Client``, or the tests'
+    in-process ``TestClient`` (an httpx2 one)."""
+
+    def post(self, url: str, *, json: Any, headers: dict[str, str]) -> _Posted: ...
+
+
+def create_catalogue(client: Poster, admin_token: str) -> None:
     """The club's products, through ``POST /admin/products`` as an operator would."""
     headers = {"Authorization": f"Bearer {admin_token}"}
     for product in CATALOGUE:
