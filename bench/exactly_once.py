@@ -208,7 +208,7 @@ def build_plan(
     plan = Plan()
     for n, (scenario, order_id) in enumerate(zip(scenarios, order_ids, strict=True)):
         if scenario == "unrelated":
-            event = {
+            event: dict[str, Any] = {
                 "id": f"evt_{run}_{n}_0",
                 "object": "event",
                 "type": "customer.created",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -142,6 +142,21 @@ def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
     return f"t={t},v1={mac}"
 
 
+class Money(TypedDict):
+    """What a session of an order carries besides its state, to spread into
+    :func:`session_event`."""
+
+    amount_total: int
+    currency: str
+
+
+class SessionState(TypedDict, total=False):
+    """A session's state, as keywords to spread into :func:`session_event`."""
+
+    status: str
+    payment_status: str
+
+
 def session_event(
     event_id: str,
     kind: str,
@@ -153,7 +168,7 @@ def session_event(
     amount_total: int | None = None,
     currency: str | None = None,
     recovered_from: str | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """A Stripe event carrying a Checkout Session snapshot.
 
     A payment applies only to an order whose own link the session is (see :func:`own_links`)

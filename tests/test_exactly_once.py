@@ -17,7 +17,14 @@ import pytest
 from bench.exactly_once import run_mode
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from tests.fakes import app_sessions, deliver_signed, own_links, session_event, sign
+from tests.fakes import (
+    SessionState,
+    app_sessions,
+    deliver_signed,
+    own_links,
+    session_event,
+    sign,
+)
 from tests.procs import temporary_postgres
 
 from basketball_api.app import create_app
@@ -29,7 +36,7 @@ TOKEN = "exactly-once-admin-token-0123456789"
 OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
 COMPLETED = "checkout.session.completed"
 EXPIRED = "checkout.session.expired"
-UNPAID = {"payment_status": "unpaid"}
+UNPAID: SessionState = {"payment_status": "unpaid"}
 
 
 # -- two API processes on one PostgreSQL --------------------------------------------------------
@@ -118,7 +125,7 @@ def deliver(client: TestClient, event: dict[str, object]) -> str:
     ],
 )
 def test_out_of_order_events_end_in_the_right_state(
-    client: TestClient, events: list[tuple[str, str, dict[str, str]]], final: str
+    client: TestClient, events: list[tuple[str, str, SessionState]], final: str
 ) -> None:
     order_id = new_order(client)
     money = own_links(app_sessions(client), order_id, "cs_a", "cs_b")

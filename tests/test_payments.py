@@ -297,7 +297,7 @@ def test_paid_by_one_link_queues_the_other_live_link_for_expiry(
 
 def test_a_session_naming_no_order_of_ours_is_left_alone(client: TestClient) -> None:
     event = session_event("evt_x", COMPLETED, session_id="cs_shop", order_id=1)
-    obj = event["data"]["object"]  # type: ignore[index]
+    obj = event["data"]["object"]
     obj["client_reference_id"] = "shop-cart-17"
     obj["metadata"] = {"cart": "17"}
     assert deliver(client, event) == "ignored"

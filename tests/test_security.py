@@ -193,8 +193,8 @@ def test_odd_client_reference_ids_find_nothing_and_fail_nothing(
     client: TestClient, reference: str
 ) -> None:
     event = session_event("evt_ref", "checkout.session.completed", session_id="cs_r", order_id=1)
-    event["data"]["object"]["client_reference_id"] = reference  # type: ignore[index]
-    del event["data"]["object"]["metadata"]  # type: ignore[index]
+    event["data"]["object"]["client_reference_id"] = reference
+    del event["data"]["object"]["metadata"]
     payload = json.dumps(event).encode()
     r = post_webhook(client, payload, sign(payload, SECRET))
     assert r.json() == {"status": "ignored"}, r.text

@@ -6,10 +6,11 @@ import json
 import time
 from collections.abc import Iterator
 
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from tests.fakes import app_sessions, own_links, session_event, sign
+from tests.fakes import Money, app_sessions, own_links, session_event, sign
 
 from basketball_api.app import create_app
 from basketball_api.settings import Settings
@@ -53,10 +54,12 @@ def pending_order(client: TestClient, *session_ids: str) -> int:
 
 
 #: What product 1's order (quantity 1) costs: a session carrying it pays the order.
-MONEY = {"amount_total": 15000, "currency": "usd"}
+MONEY: Money = {"amount_total": 15000, "currency": "usd"}
 
 
-def deliver(client: TestClient, event: dict[str, object], secret: str = SECRET, **kw: int):
+def deliver(
+    client: TestClient, event: dict[str, object], secret: str = SECRET, **kw: int
+) -> httpx2.Response:
     payload = json.dumps(event).encode()
     headers = {
         "Stripe-Signature": sign(payload, secret, kw.get("t")),
