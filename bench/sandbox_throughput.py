@@ -27,17 +27,18 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Unpack
 
 import anyio
 import httpx
 import psutil
 import stripe
+from stripe.params.checkout import SessionCreateParams, SessionListParams
 
 from stripe_sandbox.control import SandboxControl
 
 KEY = "sk_test_bench"
-SESSION_PARAMS: dict[str, Any] = {
+SESSION_PARAMS: SessionCreateParams = {
     "mode": "payment",
     "line_items": [
         {
@@ -134,7 +135,7 @@ async def create_concurrently(url: str, total: int, concurrency: int) -> None:
             for _ in range(total):
                 group.start_soon(one)
     finally:
-        await http.close_async()
+        await http.close_async()  # type: ignore[no-untyped-call]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             rss = psutil.Process(proc.pid).memory_info().rss / 2**20
             ids = [s["id"] for s in seeded]
 
-            def walk(pages: int, **filters: Any) -> None:
+            def walk(pages: int, **filters: Unpack[SessionListParams]) -> None:
                 page = sessions.list(params={"limit": 100, **filters})
                 for _ in range(pages - 1):
                     page = sessions.list(
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
             counts = control.request_counts()
         finally:
-            http.close()
+            http.close()  # type: ignore[no-untyped-call]
 
     print()
     print(table.render())

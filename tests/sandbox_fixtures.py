@@ -34,4 +34,4 @@ def client(server: BackgroundServer, control: SandboxControl) -> Iterator[stripe
     yield stripe.StripeClient(
         KEY, base_addresses={"api": server.url}, http_client=http, max_network_retries=0
     )
-    http.close()
+    http.close()  # type: ignore[no-untyped-call]

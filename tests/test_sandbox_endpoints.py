@@ -3,6 +3,7 @@ update endpoint, ``Stripe-Version`` and ``expand[]``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -79,7 +80,7 @@ def test_update_changes_metadata_of_an_open_session(
     assert cleared.metadata.to_dict() == {}
 
     with pytest.raises(stripe.InvalidRequestError) as caught:
-        client.v1.checkout.sessions.update(s.id, params={"metdata": {"a": "b"}})  # type: ignore[typeddict-unknown-key]
+        client.v1.checkout.sessions.update(s.id, params={"metdata": {"a": "b"}})  # type: ignore[arg-type]
     assert (caught.value.code, caught.value.param) == ("parameter_unknown", "metdata")
     client.v1.checkout.sessions.expire(s.id)
     with pytest.raises(stripe.InvalidRequestError):
@@ -142,7 +143,7 @@ def test_expand_of_unknown_or_unexpandable_fields_is_refused(
 ) -> None:
     s = session(client)
     sessions = client.v1.checkout.sessions
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "retrieve": lambda: sessions.retrieve(s.id, params={"expand": expand}),
         "list": lambda: sessions.list(params={"expand": expand}),
         "events": lambda: client.v1.events.list(params={"expand": expand}),

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import anyio
 import httpx
 import pytest
 import stripe
+from stripe.params.checkout import SessionCreateParams
 
 from stripe_sandbox.app import create_app
 from stripe_sandbox.control import SandboxControl, SandboxControlError
@@ -22,7 +22,7 @@ LIST = "GET /v1/checkout/sessions"
 RETRIEVE = "GET /v1/checkout/sessions/{id}"
 
 
-PARAMS: dict[str, Any] = {
+PARAMS: SessionCreateParams = {
     "mode": "payment",
     "line_items": [
         {
@@ -48,7 +48,7 @@ def sdk(url: str, http: stripe.HTTPClient, retries: int = 0) -> stripe.StripeCli
 def http() -> Iterator[stripe.HTTPXClient]:
     client = stripe.HTTPXClient(allow_sync_methods=True, timeout=10)
     yield client
-    client.close()
+    client.close()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_error_bodies_are_stripe_shaped(
     control.inject_fault(LIST, "500", should_retry=False)
     with pytest.raises(stripe.APIError) as caught:
         client.v1.checkout.sessions.list()
-    assert caught.value.json_body is not None
+    assert isinstance(caught.value.json_body, dict)
     assert caught.value.json_body["error"]["type"] == "api_error"
     assert caught.value.headers is not None
     assert caught.value.headers["Stripe-Should-Retry"] == "false"
@@ -118,7 +118,7 @@ def test_rate_limited_reasons(
     err = caught.value
     assert err.headers is not None
     assert err.headers["Stripe-Rate-Limited-Reason"] == reason
-    assert err.json_body is not None
+    assert isinstance(err.json_body, dict)
     assert err.json_body["error"]["code"] == code
     assert err.json_body["error"]["type"] == "invalid_request_error"
     assert control.sessions() == {}  # the request was not processed
@@ -177,7 +177,7 @@ def test_hang_past_the_client_timeout_is_a_connection_error(
             sdk(server.url, short).v1.checkout.sessions.create(params=PARAMS)
         assert time.monotonic() - started < 1.4
     finally:
-        short.close()
+        short.close()  # type: ignore[no-untyped-call]
     assert control.sessions() == {}  # a hung request is never processed
 
 
@@ -190,7 +190,7 @@ def test_latency_past_the_timeout_still_processes_the_request(
         with pytest.raises(stripe.APIConnectionError):
             sdk(server.url, short).v1.checkout.sessions.create(params=PARAMS)
     finally:
-        short.close()
+        short.close()  # type: ignore[no-untyped-call]
     deadline = time.monotonic() + 5
     while not control.sessions() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -210,7 +210,7 @@ def test_connection_refused_then_back_with_the_same_state() -> None:
         srv.start()  # same port, same app
         assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
     finally:
-        http.close()
+        http.close()  # type: ignore[no-untyped-call]
         srv.stop()
 
 
@@ -264,7 +264,7 @@ async def test_global_latency_overlaps_concurrent_requests(server: BackgroundSer
         elapsed = time.monotonic() - started
         assert 0.3 <= elapsed < 1.2
     finally:
-        await http.close_async()
+        await http.close_async()  # type: ignore[no-untyped-call]
         with SandboxControl(server.url) as control:
             control.set_latency(0)
 

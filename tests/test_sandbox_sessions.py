@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 import pytest
 import stripe
+from stripe.params.checkout import SessionCreateParams
 
 from stripe_sandbox.control import SandboxControl
 from stripe_sandbox.server import BackgroundServer
@@ -18,8 +19,8 @@ KEY = "sk_test_sandbox_sessions"
 # deprecates; that warning is not about the sandbox.
 
 
-def params(**extra: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
+def params(**extra: Unpack[SessionCreateParams]) -> SessionCreateParams:
+    base: SessionCreateParams = {
         "mode": "payment",
         "line_items": [
             {
@@ -112,7 +113,7 @@ def test_create_rejects_missing_or_unknown_params(
     client: stripe.StripeClient, change: dict[str, Any], param: str
 ) -> None:
     with pytest.raises(stripe.InvalidRequestError) as caught:
-        client.v1.checkout.sessions.create(params=params(**change))  # type: ignore[arg-type]
+        client.v1.checkout.sessions.create(params=params(**change))
     assert caught.value.http_status == 400
     assert caught.value.param == param
 
@@ -141,7 +142,7 @@ def test_list_filters_by_status_and_created(
 
     everything = client.v1.checkout.sessions.list()
     assert [s.id for s in everything.data] == [third.id, second.id, first.id]
-    assert everything.object == "list"
+    assert everything["object"] == "list"
     assert everything.url == "/v1/checkout/sessions"
     assert everything.has_more is False
 
@@ -233,7 +234,7 @@ async def test_async_client_creates_lists_and_pages(server: BackgroundServer) ->
         expired = await client.v1.checkout.sessions.expire_async(created.id)
         assert expired.status == "expired"
     finally:
-        await http.close_async()
+        await http.close_async()  # type: ignore[no-untyped-call]
 
 
 def test_expire_only_open_sessions(client: stripe.StripeClient, control: SandboxControl) -> None:
@@ -360,7 +361,7 @@ def test_api_key_is_checked(server: BackgroundServer, control: SandboxControl) -
         )
         assert right.v1.checkout.sessions.list().data == []
     finally:
-        http.close()
+        http.close()  # type: ignore[no-untyped-call]
 
 
 def test_public_url_sets_the_hosted_page_base(

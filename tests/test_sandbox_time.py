@@ -5,10 +5,11 @@ both answers to a cursor naming a purged one), late visibility, idempotency keys
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Unpack
 
 import pytest
 import stripe
+from stripe.params import EventListParams
 
 from stripe_sandbox.control import SandboxControl, SandboxControlError
 
@@ -46,7 +47,7 @@ def paid_event(client: stripe.StripeClient, control: SandboxControl) -> stripe.E
     return event
 
 
-def event_ids(client: stripe.StripeClient, **params: Any) -> list[str]:
+def event_ids(client: stripe.StripeClient, **params: Unpack[EventListParams]) -> list[str]:
     return [e.id for e in client.v1.events.list(params={"limit": 100, **params}).data]
 
 
@@ -67,6 +68,14 @@ def test_events_older_than_30_days_are_purged(
     assert client.v1.events.retrieve(recent.id).id == recent.id
 
 
+def at(cursor: str, event_id: str) -> EventListParams:
+    """``{cursor: event_id}``, for either cursor."""
+    if cursor == "ending_before":
+        return {"ending_before": event_id}
+    assert cursor == "starting_after", cursor
+    return {"starting_after": event_id}
+
+
 @pytest.mark.parametrize("cursor", ["ending_before", "starting_after"])
 def test_a_cursor_naming_a_purged_event_is_an_invalid_request_by_default(
     client: stripe.StripeClient, control: SandboxControl, cursor: str
@@ -75,7 +84,7 @@ def test_a_cursor_naming_a_purged_event_is_an_invalid_request_by_default(
     control.advance_clock(31 * DAY)
     paid_event(client, control)
     with pytest.raises(stripe.InvalidRequestError) as caught:
-        client.v1.events.list(params={cursor: old.id})  # type: ignore[misc]
+        client.v1.events.list(params=at(cursor, old.id))
     assert caught.value.http_status == 400
     assert caught.value.code == "resource_missing"
     assert caught.value.param == cursor
@@ -89,12 +98,12 @@ def test_a_cursor_naming_a_purged_event_can_answer_an_empty_page(
     old = paid_event(client, control)
     control.advance_clock(31 * DAY)
     paid_event(client, control)
-    page = client.v1.events.list(params={cursor: old.id})  # type: ignore[misc]
+    page = client.v1.events.list(params=at(cursor, old.id))
     assert page.data == []
     assert page.has_more is False
     # an id that never existed is still an error
     with pytest.raises(stripe.InvalidRequestError):
-        client.v1.events.list(params={cursor: "evt_doesnotexist"})  # type: ignore[misc]
+        client.v1.events.list(params=at(cursor, "evt_doesnotexist"))
     control.reset()
     assert control.status()["purged_event_cursor"] == "error"
 

@@ -56,7 +56,7 @@ def client(server: BackgroundServer, control: SandboxControl) -> Iterator[stripe
     yield stripe.StripeClient(
         "sk_test_hooks", base_addresses={"api": server.url}, http_client=http, max_network_retries=0
     )
-    http.close()
+    http.close()  # type: ignore[no-untyped-call]
 
 
 def open_sessions(client: stripe.StripeClient, count: int) -> list[str]:

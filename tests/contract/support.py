@@ -8,10 +8,11 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar, Unpack
 
 import pytest
 import stripe
+from stripe.params.checkout import SessionCreateParams
 
 from stripe_sandbox.control import SandboxControl
 
@@ -57,7 +58,7 @@ class Target:
                 max_network_retries=2 if self.name == "stripe" else 0,
             )
         finally:
-            http.close()
+            http.close()  # type: ignore[no-untyped-call]
 
     def needs_sandbox(self, why: str) -> SandboxControl:
         """The control client; skip the test on Stripe, saying why."""
@@ -80,9 +81,9 @@ def eventually(check: Callable[[], T | None], what: str, timeout: float = 30.0) 
         delay = min(delay * 2, 2.0)
 
 
-def session_params(order_id: str, **extra: Any) -> dict[str, Any]:
+def session_params(order_id: str, **extra: Unpack[SessionCreateParams]) -> SessionCreateParams:
     """What the service sends when it creates a checkout link (see stripe_gateway)."""
-    params: dict[str, Any] = {
+    params: SessionCreateParams = {
         "mode": "payment",
         "line_items": [
             {

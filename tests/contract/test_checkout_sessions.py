@@ -124,12 +124,12 @@ async def test_expire_ends_an_open_session_once(
 def test_an_idempotency_key_replays_the_first_answer(client: stripe.StripeClient) -> None:
     key = f"contract-{uuid.uuid4()}"
     params = session_params(order_id())
-    first = client.v1.checkout.sessions.create(params=params, options={"idempotency_key": key})  # type: ignore[arg-type]
-    again = client.v1.checkout.sessions.create(params=params, options={"idempotency_key": key})  # type: ignore[arg-type]
+    first = client.v1.checkout.sessions.create(params=params, options={"idempotency_key": key})
+    again = client.v1.checkout.sessions.create(params=params, options={"idempotency_key": key})
     assert again.id == first.id
     with pytest.raises(stripe.IdempotencyError):
         client.v1.checkout.sessions.create(
-            params=session_params(order_id()),  # type: ignore[arg-type]
+            params=session_params(order_id()),
             options={"idempotency_key": key},
         )
 
@@ -158,7 +158,8 @@ def test_refusals_have_stripes_error_shape(
     assert error.code == code
     assert error.param is not None
     assert error.param.startswith(param)
-    body = error.json_body or {}
+    body = error.json_body
+    assert isinstance(body, dict)
     assert body["error"]["type"] == "invalid_request_error"
     assert error.request_id is not None
 

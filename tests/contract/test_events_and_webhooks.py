@@ -11,10 +11,11 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import pytest
 import stripe
+from stripe.params import EventListParams
 from tests.contract.support import Target, eventually, session_params
 
 from basketball_api.stripe_gateway import SessionEvent, StripeGateway
@@ -42,11 +43,13 @@ async def eventually_async(check: Callable[[], Awaitable[T | None]], what: str) 
 
 def expired_session(client: stripe.StripeClient) -> stripe.checkout.Session:
     order = f"contract-{uuid.uuid4().hex[:12]}"
-    session = client.v1.checkout.sessions.create(params=session_params(order))  # type: ignore[arg-type]
+    session = client.v1.checkout.sessions.create(params=session_params(order))
     return client.v1.checkout.sessions.expire(session.id)
 
 
-def events_about(client: stripe.StripeClient, ids: set[str], **params: Any) -> list[stripe.Event]:
+def events_about(
+    client: stripe.StripeClient, ids: set[str], **params: Unpack[EventListParams]
+) -> list[stripe.Event]:
     page = client.v1.events.list(params={"limit": 100, **params})
     return [e for e in page.data if e.data.object["id"] in ids]
 
@@ -100,7 +103,7 @@ def test_events_list_filters_and_cursors(client: stripe.StripeClient) -> None:
     assert events_about(client, ids, created={"lt": start}) == []
 
     walked: list[str] = []
-    params: dict[str, Any] = {"limit": 1, "types": [EXPIRED], "created": {"gte": start}}
+    params: EventListParams = {"limit": 1, "types": [EXPIRED], "created": {"gte": start}}
     while True:
         page = client.v1.events.list(params=params)
         walked += [e.id for e in page.data]
