@@ -30,9 +30,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped]
 from tests.fakes import own_links, session_event, sign
 from tests.procs import ApiProcess, start_api, start_sandbox, temporary_postgres
 from tests.standard_catalogue import migrate_with_catalogue
@@ -65,6 +66,13 @@ class Snapshot:
     fds: int
     connections: int
     rss: int
+
+
+class Resources(TypedDict):
+    before: Snapshot
+    after: Snapshot
+    health: int  # the status /health answered with after the load
+    alive: bool
 
 
 def snapshot(pid: int) -> Snapshot:
@@ -135,7 +143,9 @@ async def create_orders(url: str, n: int) -> list[int]:
         return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-def run(args: argparse.Namespace, database_url: str, workdir: Path) -> tuple[list[Phase], dict]:
+def run(
+    args: argparse.Namespace, database_url: str, workdir: Path
+) -> tuple[list[Phase], Resources]:
     sandbox = start_sandbox(workdir)
     api: ApiProcess | None = None
     try:
@@ -206,7 +216,7 @@ def run(args: argparse.Namespace, database_url: str, workdir: Path) -> tuple[lis
         sandbox.stop()
 
 
-def table(phases: list[Phase], resources: dict, args: argparse.Namespace) -> str:
+def table(phases: list[Phase], resources: Resources, args: argparse.Namespace) -> str:
     lines = [
         "| endpoint | requests | seconds | requests/s | p50 ms | p99 ms | max ms | errors "
         "| answers |",

@@ -31,7 +31,7 @@ from typing import Any, Unpack
 
 import anyio
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped]
 import stripe
 from stripe.params.checkout import SessionCreateParams, SessionListParams
 
