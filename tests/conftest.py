@@ -63,9 +63,9 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = f"sqlite:///{tmp_path / 'test.db'}"
         upgrade_database(url)
         return url
-    url: str = request.getfixturevalue("postgres_url")
-    _truncate(url)
-    return url
+    postgres_url: str = request.getfixturevalue("postgres_url")
+    _truncate(postgres_url)
+    return postgres_url
 
 
 @pytest.fixture

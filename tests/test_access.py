@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -98,7 +98,7 @@ def test_a_route_without_a_rule_fails_the_audit() -> None:
     def twice() -> dict[str, str]:
         return {}
 
-    app.router.add_route("/raw", lambda request: None)
+    app.router.add_route("/raw", lambda request: Response())
     table = route_rules(app)
     assert table["GET /forgotten"] == []
     assert table["GET /twice"] == ["public", "public"]

@@ -51,6 +51,7 @@ def test_an_operator_reissues_a_link_and_the_parent_pays_it(chromium: Any, tmp_p
         row.find_element(By.CSS_SELECTOR, "button.reissue").click()
         link = wait.until(ec.presence_of_element_located((By.ID, "new-link")))
         new_url = link.get_attribute("href")
+        assert new_url is not None
         assert new_url.startswith(f"{stack.api_url}/pay/")  # the order's pay link
         assert "New link issued" in driver.find_element(By.ID, "notice").text
 

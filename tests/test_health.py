@@ -132,6 +132,7 @@ def test_liveness_answers_while_every_worker_thread_is_busy(database_url: str) -
                 limiter.release_on_behalf_of(b)
 
     with TestClient(app) as client:
+        assert client.portal is not None  # set inside the with
         live = client.portal.call(probe)
 
     assert live.status_code == 200
@@ -145,6 +146,7 @@ def test_liveness_fails_once_the_refresher_task_has_died(
 
     monkeypatch.setattr(Refresher, "run", dies)
     with client_for(_settings(database_url)) as client:
+        assert client.portal is not None  # set inside the with
         client.portal.call(asyncio.sleep, 0.05)
         live = client.get("/health")
 

@@ -54,7 +54,7 @@ OPTIONAL: dict[str, frozenset[str]] = {
 RESOURCES = {"Price": stripe.Price, "LineItem": stripe.LineItem, "Product": stripe.Product}
 
 
-def annotations(cls: type) -> dict[str, Any]:
+def declared_fields(cls: type) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
         out.update(getattr(klass, "__annotations__", {}))
@@ -63,7 +63,7 @@ def annotations(cls: type) -> dict[str, Any]:
 
 def check_object(cls: type, data: Any, where: str, name: str) -> None:
     assert isinstance(data, dict), f"{where}: expected an object, got {data!r}"
-    declared = annotations(cls)
+    declared = declared_fields(cls)
     optional = OPTIONAL.get(name, frozenset())
     missing = set() if "*" in optional else set(declared) - set(data) - optional
     extra = set(data) - set(declared)

@@ -261,7 +261,9 @@ def page_routes() -> list[tuple[str, str]]:
     return [
         ("POST", route.path.replace("{order_id}", "1"))
         for route in admin.router.routes
-        if isinstance(route, APIRoute) and not route.include_in_schema and "POST" in route.methods
+        if isinstance(route, APIRoute)
+        and not route.include_in_schema
+        and "POST" in (route.methods or ())
     ]
 
 

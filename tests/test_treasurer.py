@@ -337,7 +337,11 @@ def test_resend_emails_the_live_link_or_a_new_one(database_url: str) -> None:
             assert (r.json()["email"], r.json()["new_link"]) == ("sent", True)
             link = r.json()["link_url"]
             assert link.startswith(f"{stack.api_url}/pay/")  # the pay link, not Stripe's URL
-            sent = {m["To"]: m.get_payload(decode=True).decode() for m in sink.messages}
+            sent: dict[str, str] = {}
+            for m in sink.messages:
+                payload = m.get_payload(decode=True)
+                assert isinstance(payload, bytes)
+                sent[m["To"]] = payload.decode()
             assert f"{stack.api_url}/pay/" in sent["live@example.org"]
             assert "Here is the payment link" in sent["live@example.org"]
             assert link in sent["dead@example.org"]
