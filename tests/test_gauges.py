@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
-from tests.links import Pending, factory_for, insert_pending
+from tests.links import Pending, copies_out_of_step, factory_for, insert_pending
 
 from basketball_api.db import transaction
 from basketball_api.gauges import count_pending
-from basketball_api.link_state import Fact, learn
+from basketball_api.link_state import Fact, from_epoch, learn
 from basketball_api.metrics import CATEGORIES
-from basketball_api.models import Learnt, LinkState, Order, OrderStatus, PaymentStatus
+from basketball_api.models import CheckoutLink, Learnt, LinkState, Order, OrderStatus, PaymentStatus
 
 NOW = 1_800_000_000
+HOW = Learnt.webhook
 
 
 @pytest.fixture
@@ -65,3 +66,35 @@ def test_each_pending_order_counts_once_in_its_category_and_bucket(
     assert counts.unknown == one
     assert graced.expired == one  # within the grace period the timed-out link is still open
     assert graced.open == dict.fromkeys(CATEGORIES, 2)
+
+
+def test_an_order_carries_its_current_links_state_and_only_that_one(
+    factory: sessionmaker[Session],
+) -> None:
+    # The gauges read the copy on the order (no join); it must follow every learnt fact of the
+    # current link, ignore a replaced link's, and be seen by an order already loaded.
+    insert_pending(factory, [Pending("cs_current", "monthly", NOW - 60, NOW + 3600)])
+    with transaction(factory) as db:
+        order = db.scalars(select(Order)).one()
+        db.add(
+            CheckoutLink(
+                order_id=order.id,
+                stripe_checkout_session_id="cs_replaced",
+                created_at=from_epoch(NOW - 7200),
+                replaced_at=from_epoch(NOW - 60),
+            )
+        )
+    with transaction(factory) as db:
+        order = db.scalars(select(Order)).one()
+        assert order.link_state is None
+        learn(db, {"cs_current": Fact(LinkState.open, PaymentStatus.unpaid, NOW + 60)}, HOW)
+        assert (order.link_state, order.checkout_session_expires_at) == (
+            LinkState.open,
+            from_epoch(NOW + 60).replace(tzinfo=order.checkout_session_expires_at.tzinfo),
+        )
+        learn(db, {"cs_replaced": Fact(LinkState.complete, PaymentStatus.paid)}, HOW)
+        assert order.link_state == LinkState.open
+        learn(db, {"cs_current": Fact(LinkState.complete, PaymentStatus.failed)}, HOW)
+    with transaction(factory) as db:
+        assert count_pending(db, now=NOW, grace=0).failed["monthly"] == 1
+    assert copies_out_of_step(factory.kw["bind"]) == []

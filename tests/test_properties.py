@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 from sqlalchemy import select
+from tests.links import copies_out_of_step
 from tests.standard_catalogue import migrate_with_catalogue
 
 from basketball_api.app import create_app
@@ -280,6 +281,7 @@ class World:
             assert r.json()["succeeded"], r.json()
         for replica in self.replicas:
             assert self.gauges(replica) == truth
+        assert copies_out_of_step(self.engine) == []
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,13 @@ the poller's events feed, listings and retrieves, the return page) writes it thr
 :func:`learn`, and :func:`advance`, one plain function, decides what may replace what: facts
 only move forward, so a late or duplicated snapshot never undoes a newer one.
 
-Whether a link counts as dead, open or paid is :func:`bucket`, one SQL expression, used by the
-gauges and by every listing of orders; expiry by time is evaluated there against Stripe's
-clock, so no call is needed for a link past its ``expires_at``.
+Each order carries a copy of its current link's state (``orders.link_state``,
+``link_payment_status``, ``checkout_session_expires_at``), written by :func:`learn` in the same
+statement batch as the link's row, so the gauges and the listings of orders read one table.
+
+Whether a link counts as dead, open or paid is :func:`bucket`, one SQL expression over either
+copy, used by the gauges and by every listing of orders; expiry by time is evaluated there
+against Stripe's clock, so no call is needed for a link past its ``expires_at``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,20 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import ColumnElement, and_, case, literal, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    case,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from basketball_api.models import CheckoutLink, Learnt, LinkState, Order, PaymentStatus
 from basketball_api.stripe_gateway import SessionSnapshot
@@ -174,26 +189,51 @@ def learn(
         .with_for_update()
     ).all()
     changes: list[dict[str, object]] = []
+    mirrors: list[dict[str, object]] = []
     changed: list[str] = []
     for link_id, session_id, state, payment_status, expires_at in rows:
         old = None if state is None else Fact(state, payment_status, epoch(expires_at))
         new = advance(old, facts[session_id])
         if new is None:
             continue
-        change: dict[str, object] = {
-            "id": link_id,
-            "state": new.state,
-            "payment_status": new.payment_status,
-            "learnt_at": at,
-            "learnt_from": how,
-        }
-        if new.expires_at and new.expires_at != epoch(expires_at):
-            change["expires_at"] = from_epoch(new.expires_at)
-        changes.append(change)
+        expires = from_epoch(new.expires_at) if new.expires_at else expires_at
+        changes.append(
+            {
+                "id": link_id,
+                "state": new.state,
+                "payment_status": new.payment_status,
+                "expires_at": expires,
+                "learnt_at": at,
+                "learnt_from": how,
+            }
+        )
+        mirrors.append(
+            {"sid": session_id, "st": new.state, "ps": new.payment_status, "ex": expires}
+        )
         changed.append(session_id)
     if changes:
         db.execute(update(CheckoutLink), changes)
+        _mirror_on_orders(db, mirrors, set(changed))
     return changed
+
+
+def _mirror_on_orders(db: Session, mirrors: list[dict[str, object]], changed: set[str]) -> None:
+    """Copy the links' new state onto the orders whose current link they are (a replaced link
+    matches no order), and drop the copies of those orders loaded in this session."""
+    orders = cast(Table, Order.__table__)
+    db.execute(
+        update(orders)
+        .where(orders.c.stripe_checkout_session_id == bindparam("sid"))
+        .values(
+            link_state=bindparam("st"),
+            link_payment_status=bindparam("ps"),
+            checkout_session_expires_at=bindparam("ex"),
+        ),
+        mirrors,
+    )
+    for obj in list(db.identity_map.values()):
+        if isinstance(obj, Order) and obj.stripe_checkout_session_id in changed:
+            db.expire(obj, ["link_state", "link_payment_status", "checkout_session_expires_at"])
 
 
 def take_write_lock(db: Session) -> None:
@@ -208,32 +248,46 @@ def take_write_lock(db: Session) -> None:
         )
 
 
-def bucket(cutoff: datetime) -> ColumnElement[str]:
-    """The bucket of the link in a query's ``CheckoutLink`` row, as one SQL expression.
+@dataclass(frozen=True)
+class StateColumns:
+    """Where a query reads a link's state: its own row, or the copy on its order."""
+
+    state: InstrumentedAttribute[LinkState | None]
+    payment_status: InstrumentedAttribute[PaymentStatus | None]
+    expires_at: InstrumentedAttribute[datetime | None]
+
+
+OF_LINK = StateColumns(CheckoutLink.state, CheckoutLink.payment_status, CheckoutLink.expires_at)
+OF_ORDER = StateColumns(
+    Order.link_state, Order.link_payment_status, Order.checkout_session_expires_at
+)
+
+
+def bucket(cutoff: datetime, of: StateColumns = OF_ORDER) -> ColumnElement[str]:
+    """The bucket of a link, as one SQL expression over the query's order row (its current
+    link's copy) or, with ``of=OF_LINK``, over a ``CheckoutLink`` row.
 
     ``cutoff`` is Stripe's clock minus the grace period: an open link whose ``expires_at`` is
     before it is dead by time, with no call (Stripe never keeps a session open past it).
-    A missing row (an outer join) is ``unknown``.
+    A link not learnt yet (or an order with no link) is ``unknown``.
     """
-    link = CheckoutLink
     return case(
-        (link.state.is_(None), literal(Bucket.unknown.value)),
+        (of.state.is_(None), literal(Bucket.unknown.value)),
         (
-            and_(link.state == LinkState.open, link.expires_at < cutoff),
+            and_(of.state == LinkState.open, of.expires_at < cutoff),
             literal(Bucket.expired.value),
         ),
-        (link.state == LinkState.open, literal(Bucket.open.value)),
-        (link.state == LinkState.expired, literal(Bucket.expired.value)),
-        (link.state == LinkState.missing, literal(Bucket.missing.value)),
-        (link.payment_status.in_(list(PAID_STATUSES)), literal(Bucket.paid.value)),
-        (link.payment_status == PaymentStatus.failed, literal(Bucket.failed.value)),
+        (of.state == LinkState.open, literal(Bucket.open.value)),
+        (of.state == LinkState.expired, literal(Bucket.expired.value)),
+        (of.state == LinkState.missing, literal(Bucket.missing.value)),
+        (of.payment_status.in_(list(PAID_STATUSES)), literal(Bucket.paid.value)),
+        (of.payment_status == PaymentStatus.failed, literal(Bucket.failed.value)),
         else_=literal(Bucket.processing.value),
     )
 
 
-def unresolved() -> ColumnElement[bool]:
+def unresolved(link: StateColumns = OF_LINK) -> ColumnElement[bool]:
     """Links whose state may still change at Stripe: not learnt, open, processing or missing."""
-    link = CheckoutLink
     return or_(
         link.state.is_(None),
         link.state.in_([LinkState.open, LinkState.missing]),
@@ -255,7 +309,7 @@ def current_link() -> ColumnElement[bool]:
 def bucket_of(db: Session, session_id: str, *, now: float, grace: float) -> Bucket | None:
     """The bucket of one link (None: no such link): "is this order's link dead, open, paid"."""
     found = db.scalar(
-        select(bucket(from_epoch(now - grace))).where(
+        select(bucket(from_epoch(now - grace), OF_LINK)).where(
             CheckoutLink.stripe_checkout_session_id == session_id
         )
     )

@@ -112,13 +112,15 @@ class Product(Base):
 class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
-        # The gauge query: pending orders in product order with their link's session id, from
-        # the index alone (migration 0008), so it groups by product without sorting.
+        # The gauge query: pending orders by product and what their current link says, from
+        # the index alone, with no join (migration 0009).
         Index(
-            "ix_orders_status_product_session",
+            "ix_orders_gauge",
             "status",
             "product_id",
-            "stripe_checkout_session_id",
+            "link_state",
+            "link_payment_status",
+            "checkout_session_expires_at",
         ),
     )
 
@@ -136,6 +138,13 @@ class Order(Base):
     checkout_url: Mapped[str | None] = mapped_column(Text)
     checkout_session_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     checkout_session_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The current link's state and payment status, equal to its ``checkout_links`` row (written
+    # with it by ``link_state.learn`` and ``orders.attach_session``): the gauges read orders
+    # alone. ``checkout_session_expires_at`` is the current link's ``expires_at``.
+    link_state: Mapped[LinkState | None] = mapped_column(_enum(LinkState, "link_state"))
+    link_payment_status: Mapped[PaymentStatus | None] = mapped_column(
+        _enum(PaymentStatus, "link_payment_status", length=24)
+    )
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now()
     )
@@ -174,17 +183,6 @@ class CheckoutLink(Base):
     """
 
     __tablename__ = "checkout_links"
-    __table_args__ = (
-        # The gauge query joins pending orders to their current link and reads these columns
-        # from the index alone (migration 0008).
-        Index(
-            "ix_checkout_links_session_state",
-            "stripe_checkout_session_id",
-            "state",
-            "payment_status",
-            "expires_at",
-        ),
-    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)

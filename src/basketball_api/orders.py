@@ -119,6 +119,8 @@ def attach_session(db: Session, order: Order, snapshot: SessionSnapshot) -> None
     order.checkout_url = snapshot.url
     order.checkout_session_created_at = from_epoch(snapshot.created)
     order.checkout_session_expires_at = from_epoch(snapshot.expires_at)
+    fact = link_state.fact_of(snapshot)  # the copy the gauges read (see link_state.learn)
+    order.link_state, order.link_payment_status = fact.state, fact.payment_status
     db.add(
         CheckoutLink(
             order_id=order.id,

@@ -129,10 +129,9 @@ class Store:
         """Current links of pending orders that Stripe says are paid (a lost webhook)."""
         stmt = (
             select(Order.stripe_checkout_session_id)
-            .join(CheckoutLink, current_link())
             .where(Order.status == OrderStatus.pending)
-            .where(CheckoutLink.state == LinkState.complete)
-            .where(CheckoutLink.payment_status.in_(list(link_state.PAID_STATUSES)))
+            .where(Order.link_state == LinkState.complete)
+            .where(Order.link_payment_status.in_(list(link_state.PAID_STATUSES)))
         )
         with transaction(self.factory) as db:
             return [sid for (sid,) in db.execute(stmt) if sid]

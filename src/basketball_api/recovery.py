@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from basketball_api import access, payments
 from basketball_api.errors import Conflict
-from basketball_api.link_state import DEAD, Bucket, bucket, current_link, epoch, from_epoch
+from basketball_api.link_state import DEAD, Bucket, bucket, epoch, from_epoch
 from basketball_api.models import CheckoutLink, Order, OrderStatus, Product
 from basketball_api.orders import (
     CheckoutCreator,
@@ -63,12 +63,11 @@ def stranded_orders(
     """
     state = bucket(from_epoch(now - grace)).label("bucket")
     stmt = (
-        select(Order, Product.name, Product.category, state, CheckoutLink.expires_at)
+        select(Order, Product.name, Product.category, state, Order.checkout_session_expires_at)
         .join(Product, Product.id == Order.product_id)
-        .join(CheckoutLink, current_link())
         .where(Order.status == OrderStatus.pending)
         .where(state.in_([b.value for b in DEAD]))
-        .order_by(CheckoutLink.expires_at, Order.id)
+        .order_by(Order.checkout_session_expires_at, Order.id)
     )
     if category is not None:
         stmt = stmt.where(Product.category == category)
