@@ -1,6 +1,6 @@
 """The one place that calls Stripe: a thin, typed wall over ``stripe.StripeClient`` (async).
 
-Every call passes a per-endpoint token bucket (Stripe allows 25 requests/s per endpoint), a
+Every call passes a per-endpoint pacer (Stripe allows 25 requests/s per endpoint), a
 concurrency bound, and jittered backoff on 429 (the SDK never retries those). Stripe errors
 become :class:`StripeUnavailable` or :class:`StripeRejected` here, so nothing above this module
 imports ``stripe``.
@@ -13,8 +13,10 @@ list page, on the event loop, against ~2 ms for the JSON alone. Writes keep the 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -28,9 +30,6 @@ from basketball_api.metrics import Metrics
 from basketball_api.settings import Settings
 
 T = TypeVar("T")
-
-#: Stripe's limit per endpoint and second (live and test mode).
-STRIPE_ENDPOINT_RATE_LIMIT = 25.0
 
 
 class StripeFailure(Exception):
@@ -117,46 +116,46 @@ class SessionEvent:
     session: SessionSnapshot
 
 
-def default_burst(rate: float) -> float:
-    """A burst that keeps any one-second window under Stripe's per-endpoint limit.
+class Pacer:
+    """Sends at most ``rate`` requests per second: never more than ``floor(rate)`` in any
+    sliding window of ``floor(rate) / rate`` seconds (one second for a whole rate, as Stripe
+    counts), and never two closer than half the average spacing, so no burst follows a pause.
 
-    A bucket lets ``burst + rate`` requests through in any second; with the default 20/s a
-    burst of 2 keeps that at 22, three under Stripe's 25, so ~150 ms of jitter between our send
-    and Stripe's count (a busy event loop, the network) still stays under it. A burst as large
-    as the rate would send 40 in the first second of every cold listing and collect 429s.
+    It remembers when the last requests went, not a refilling budget: a waiter woken late (a
+    busy event loop, the interpreter lock held by a worker thread) sends as soon as the window
+    allows instead of losing its turn. A token bucket of burst 1 lost 6-20 % of its rate that
+    way during a cold listing; a larger burst would break Stripe's 25 in a second. (``limits``'
+    moving window counts in whole seconds with no spacing; ``aiolimiter`` is a leaky bucket with
+    the same loss.)
     """
-    return max(1.0, min(rate, STRIPE_ENDPOINT_RATE_LIMIT - 3 - rate))
-
-
-class TokenBucket:
-    """Allows ``rate`` acquisitions per second on average, bursts up to ``burst``."""
 
     def __init__(
         self,
         rate: float,
         clock: Callable[[], float] = time.monotonic,
-        *,
-        burst: float | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._rate = rate
-        self._capacity = max(1.0, rate if burst is None else burst)
-        self._tokens = self._capacity
+        self._most = max(1, math.floor(rate))
+        self._window = self._most / rate
+        self._gap = 0.5 / rate
+        self._sent: deque[float] = deque(maxlen=self._most)
         self._clock = clock
-        self._updated = clock()
+        self._sleep = sleep
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
         async with self._lock:
             while True:
                 now = self._clock()
-                self._tokens = min(
-                    self._capacity, self._tokens + (now - self._updated) * self._rate
-                )
-                self._updated = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                ready = now
+                if len(self._sent) == self._most:
+                    ready = max(ready, self._sent[0] + self._window)
+                if self._sent:
+                    ready = max(ready, self._sent[-1] + self._gap)
+                if ready <= now:
+                    self._sent.append(now)
                     return
-                await asyncio.sleep((1 - self._tokens) / self._rate)
+                await self._sleep(ready - now)
 
 
 class StripeGateway:
@@ -175,7 +174,7 @@ class StripeGateway:
         self._client = client
         self._http_client = http_client
         self._rate = rate_limit_per_second
-        self._buckets: dict[str, TokenBucket] = {}
+        self._pacers: dict[str, Pacer] = {}
         self._concurrency = asyncio.Semaphore(max_concurrency)
         self._rate_limit_retries = rate_limit_retries
         self._metrics = metrics
@@ -312,9 +311,11 @@ class StripeGateway:
                 params["starting_after"] = starting_after
             page = await self._get("GET /v1/checkout/sessions", "/v1/checkout/sessions", params)
             items = [SessionSnapshot.from_stripe(s) for s in page.get("data") or ()]
+            more = bool(page.get("has_more"))
+            del page  # ~30,000 objects: never kept alive while the caller waits (see _get)
             if items:
                 yield items
-            if not page.get("has_more") or not items:
+            if not more or not items:
                 return
             starting_after = items[-1].id
 
@@ -334,9 +335,11 @@ class StripeGateway:
                 params["starting_after"] = starting_after
             page = await self._get("GET /v1/events", "/v1/events", params)
             batch = [_event(e) for e in page.get("data") or ()]
+            more = bool(page.get("has_more"))
+            del page
             if batch:
                 yield batch
-            if not page.get("has_more") or not batch:
+            if not more or not batch:
                 return
             starting_after = batch[-1].id
 
@@ -359,19 +362,18 @@ class StripeGateway:
     async def _call(
         self, endpoint: str, fn: Callable[[], Awaitable[T]], *, send_by: float | None = None
     ) -> T:
-        """``fn`` through the bucket, the concurrency bound and the 429 backoff.
+        """``fn`` through the pacer, the concurrency bound and the 429 backoff.
 
         ``send_by`` (a ``time.monotonic()`` moment): if the request has not been sent by then
-        (it waited for the bucket or a free slot), :class:`StripeNotSent` is raised and Stripe
+        (it waited for the pacer or a free slot), :class:`StripeNotSent` is raised and Stripe
         is never asked; once sent, the call is not abandoned.
         """
-        bucket = self._buckets.get(endpoint)
-        if bucket is None:
-            bucket = TokenBucket(self._rate, burst=default_burst(self._rate))
-            self._buckets[endpoint] = bucket
+        pacer = self._pacers.get(endpoint)
+        if pacer is None:
+            pacer = self._pacers[endpoint] = Pacer(self._rate)
         attempt = 0
         while True:
-            await _before(bucket.acquire(), send_by, endpoint)
+            await _before(pacer.acquire(), send_by, endpoint)
             await _before(self._concurrency.acquire(), send_by, endpoint)
             try:
                 self.calls += 1
