@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from tests.fakes import FakeStripe
 from tests.links import factory_for, insert_pending, pending_of
 
 from basketball_api import poller
+from basketball_api.db import transaction
 from basketball_api.metrics import Metrics
 from basketball_api.models import CheckoutLink, Learnt, LinkState, PaymentStatus
 from basketball_api.poller import SessionSource, poll
@@ -173,20 +175,29 @@ async def test_a_cursor_older_than_the_events_window_relists_only_unresolved_lin
         stripe.expire(s.id)
     stripe.events.clear()  # ...and a gap: Stripe has purged everything before
     stripe.complete("cs_1")
-    targets: list[Sequence[tuple[str, int]]] = []
-    original = store.to_learn
+    listed: list[list[str]] = []
+    left: list[list[str]] = []
+    relisting = store._to_learn
 
-    def spy(since: float | None) -> list[tuple[str, int]]:
-        found = original(since)
-        targets.append(found)
-        return found
+    def spy(since: float | None) -> Any:
+        with transaction(factory) as db:
+            listed.append([sid for sid, _ in db.execute(relisting(since))])
+        return relisting(since)
 
-    store.to_learn = spy  # type: ignore[method-assign,assignment]
+    original_to_learn = store.to_learn
+
+    def spy_left(since: float | None) -> list[str]:
+        left.append(original_to_learn(since))
+        return left[-1]
+
+    store._to_learn = spy  # type: ignore[method-assign]
+    store.to_learn = spy_left  # type: ignore[method-assign]
     refresher.store = store
     with capture_logs() as logs:
         assert await refresher.run_cycle()
     assert "events_cursor_too_old" in [e["event"] for e in logs]
-    assert {sid for sid, _ in targets[0]} == {s.id for s in snaps[1:]}
+    assert set(listed[0]) == {s.id for s in snaps[1:]}  # cs_0 is terminal: not listed again
+    assert left == [[]]  # every link the listing showed was confirmed: nothing to retrieve
     assert refresher.counts is not None
     assert sum(refresher.counts.expired.values()) == 39
     assert sum(refresher.counts.completed.values()) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -47,6 +48,25 @@ from basketball_api.refresher import Refresher
 from basketball_api.settings import Settings
 from basketball_api.stripe_gateway import StripeGateway
 
+_frozen = False
+
+
+def freeze_startup_objects() -> None:
+    """Take what is alive at start-up out of the garbage collector's sight, once a process.
+
+    A full collection walks every tracked object, and the app with its libraries holds
+    ~150,000 of them: during a cold listing at 100,000 pending orders (each Stripe page decodes
+    into ~30,000 objects) the collector ran 19 full collections of up to 240 ms, on whichever
+    thread allocated, so the event loop stood still and ``/metrics`` p99 was 206 ms; frozen, the
+    longest is 6 ms and p99 21 ms (docs/performance.md). Modules, the app and its services live
+    as long as the process; everything made later is collected as before.
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
 
 def create_app(settings: Settings | None = None, *, start_refresher: bool = True) -> FastAPI:
     """A fully wired app; ``start_refresher=False`` lets tests drive refreshes by hand."""
@@ -82,6 +102,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
         )
         app.state.services = Services(settings, metrics, factory, gateway, refresher, stranded)
         metrics.up.set(1)
+        freeze_startup_objects()
         upkeep: asyncio.Task[None] | None = None
         if start_refresher:
             refresher.start()

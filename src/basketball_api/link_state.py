@@ -164,9 +164,16 @@ def created_fields(snapshot: SessionSnapshot, at: datetime) -> dict[str, object]
 
 
 def learn(
-    db: Session, facts: Mapping[str, Fact], how: Learnt, *, at: datetime | None = None
+    db: Session,
+    facts: Mapping[str, Fact],
+    how: Learnt,
+    *,
+    at: datetime | None = None,
+    confirm: bool = False,
 ) -> list[str]:
     """Write the facts that move their links forward; returns the session ids that changed.
+    With ``confirm``, the links whose fact did not change get ``learnt_at`` set too: Stripe
+    confirmed them then (a relisting asks only for links not confirmed since it began).
 
     Sessions that are not one of our links are ignored. The rows are locked (PostgreSQL) in id
     order before deciding, so a webhook and the poller learning the same link at once cannot
@@ -188,52 +195,78 @@ def learn(
         .order_by(CheckoutLink.id)
         .with_for_update()
     ).all()
-    changes: list[dict[str, object]] = []
-    mirrors: list[dict[str, object]] = []
+    same: list[dict[str, object]] = []  # a new state, the same expires_at
+    moved: list[dict[str, object]] = []  # a new state and a new expires_at
     changed: list[str] = []
+    confirmed: list[int] = []
     for link_id, session_id, state, payment_status, expires_at in rows:
         old = None if state is None else Fact(state, payment_status, epoch(expires_at))
         new = advance(old, facts[session_id])
         if new is None:
+            if confirm:
+                confirmed.append(link_id)
             continue
-        expires = from_epoch(new.expires_at) if new.expires_at else expires_at
-        changes.append(
-            {
-                "id": link_id,
-                "state": new.state,
-                "payment_status": new.payment_status,
-                "expires_at": expires,
-                "learnt_at": at,
-                "learnt_from": how,
-            }
-        )
-        mirrors.append(
-            {"sid": session_id, "st": new.state, "ps": new.payment_status, "ex": expires}
-        )
+        row: dict[str, object] = {
+            "b_id": link_id,
+            "b_sid": session_id,
+            "b_state": new.state,
+            "b_paid": new.payment_status,
+        }
+        if new.expires_at and new.expires_at != epoch(expires_at):
+            row["b_expires"] = from_epoch(new.expires_at)
+            moved.append(row)
+        else:
+            same.append(row)
         changed.append(session_id)
-    if changes:
-        db.execute(update(CheckoutLink), changes)
-        _mirror_on_orders(db, mirrors, set(changed))
+    links = cast(Table, CheckoutLink.__table__)
+    for group in (same, moved):
+        if group:
+            _write(db, group, at, how, expires=group is moved)
+    if confirmed:
+        db.execute(update(links).where(links.c.id.in_(confirmed)).values(learnt_at=at))
+    if changed or confirmed:
+        _forget_loaded(db, set(changed), set(confirmed))
     return changed
 
 
-def _mirror_on_orders(db: Session, mirrors: list[dict[str, object]], changed: set[str]) -> None:
-    """Copy the links' new state onto the orders whose current link they are (a replaced link
-    matches no order), and drop the copies of those orders loaded in this session."""
+def _write(
+    db: Session, rows: list[dict[str, object]], at: datetime, how: Learnt, *, expires: bool
+) -> None:
+    """The links' new facts, and their copy on the orders whose current link they are (a
+    replaced link matches no order): two statements for all the rows, what is the same for
+    every row (when and how it was learnt) sent once."""
+    links = cast(Table, CheckoutLink.__table__)
     orders = cast(Table, Order.__table__)
+    on_link: dict[str, object] = {
+        "state": bindparam("b_state"),
+        "payment_status": bindparam("b_paid"),
+        "learnt_at": at,
+        "learnt_from": how,
+    }
+    on_order: dict[str, object] = {
+        "link_state": bindparam("b_state"),
+        "link_payment_status": bindparam("b_paid"),
+    }
+    if expires:
+        on_link["expires_at"] = on_order["checkout_session_expires_at"] = bindparam("b_expires")
+    db.execute(update(links).where(links.c.id == bindparam("b_id")).values(on_link), rows)
     db.execute(
         update(orders)
-        .where(orders.c.stripe_checkout_session_id == bindparam("sid"))
-        .values(
-            link_state=bindparam("st"),
-            link_payment_status=bindparam("ps"),
-            checkout_session_expires_at=bindparam("ex"),
-        ),
-        mirrors,
+        .where(orders.c.stripe_checkout_session_id == bindparam("b_sid"))
+        .values(on_order),
+        rows,
     )
+
+
+def _forget_loaded(db: Session, sessions: set[str], confirmed: set[int]) -> None:
+    """Drop what this session has loaded of the rows just written behind its back."""
     for obj in list(db.identity_map.values()):
-        if isinstance(obj, Order) and obj.stripe_checkout_session_id in changed:
+        if isinstance(obj, Order) and obj.stripe_checkout_session_id in sessions:
             db.expire(obj, ["link_state", "link_payment_status", "checkout_session_expires_at"])
+        elif isinstance(obj, CheckoutLink) and (
+            obj.stripe_checkout_session_id in sessions or obj.id in confirmed
+        ):
+            db.expire(obj)
 
 
 def take_write_lock(db: Session) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from basketball_api.link_state import CHECKOUT_EVENT_TYPES, Fact, advance, fact_of
 from basketball_api.models import Learnt, LinkState
@@ -36,6 +37,9 @@ EVENTS_WINDOW_SECONDS = 29 * 24 * 3600  # Stripe keeps events 30 days; stay insi
 RETRIEVE_AT_MOST = 10  # this many links to learn or fewer: retrieve them one by one
 COLD_WINDOWS = 8  # at most this many created-time windows listed concurrently
 SESSIONS_PER_WINDOW = 200  # fewer links to learn: fewer windows (each costs a page or more)
+LISTED_PAGES_IN_FLIGHT = 16  # pages listed and not written yet, at most (then listings wait)
+WRITE_AT_MOST = 1_000  # listed sessions written in one transaction, at most
+TIDY_AFTER_LISTED = 10_000  # a listing changed this many links: vacuum (see Store.tidy)
 MISSING_WARNING_AT = 10  # this many links answered 404 in one poll: a wrong key or account?
 
 
@@ -90,8 +94,12 @@ async def poll(store: Store, source: SessionSource) -> PollResult:
         # just set it (a clock read before the first answer of a process can be stale).
         started = source.stripe_now() - (time.monotonic() - read_started)
     result.relisting = relisting_since is not None
-    targets = await asyncio.to_thread(store.to_learn, relisting_since)
-    await _learn_links(store, source, targets, result)
+    await _learn_links(store, source, relisting_since, result)
+    if result.listed >= TIDY_AFTER_LISTED:
+        try:
+            await asyncio.to_thread(store.tidy)
+        except SQLAlchemyError as e:  # only slower recounts until autovacuum runs
+            log.warning("vacuum_failed", error=str(e).splitlines()[0])
     if result.missing >= MISSING_WARNING_AT:
         log.warning(
             "links_missing_at_stripe",
@@ -142,25 +150,38 @@ def listing_windows(created: Sequence[int], hi: int) -> list[tuple[int, int]]:
 
 
 async def _learn_links(
-    store: Store, source: SessionSource, targets: list[tuple[str, int]], result: PollResult
+    store: Store, source: SessionSource, relisting_since: float | None, result: PollResult
 ) -> None:
-    """Learn these (session id, created) links: listings by created time, then retrieves of
-    the ones no listing showed. Sibling requests of a failed one are cancelled."""
-    if not targets:
-        return
-    wanted = {session_id for session_id, _ in targets}
-    found: set[str] = set()
-    try:
-        if len(targets) > RETRIEVE_AT_MOST:
-            windows = listing_windows([c for _, c in targets], int(source.stripe_now()) + 5)
+    """Learn the links the store says are not known: listings by created time (when there are
+    more than a few), then retrieves of the ones no listing showed. Sibling requests of a failed
+    one are cancelled.
+
+    The listings only read Stripe; one writer task writes what they found, several pages per
+    transaction, so no listing waits for the database (nor for another listing's write: on
+    SQLite they would queue for its one write lock). Nothing per session is kept in memory: what
+    is still to learn afterwards is asked of the database again."""
+    created = await asyncio.to_thread(store.to_learn_created, relisting_since)
+    if len(created) > RETRIEVE_AT_MOST:
+        windows = listing_windows(created, int(source.stripe_now()) + 5)
+        del created
+        pages: asyncio.Queue[dict[str, Fact] | None] = asyncio.Queue(LISTED_PAGES_IN_FLIGHT)
+        confirm = relisting_since is not None
+        try:
             async with asyncio.TaskGroup() as tg:
-                for lo, hi in windows:
-                    tg.create_task(_list_window(store, source, lo, hi, wanted, found, result))
+                tg.create_task(_write_listed(store, pages, confirm, result))
+                async with asyncio.TaskGroup() as listing:
+                    for lo, hi in windows:
+                        listing.create_task(_list_window(source, lo, hi, pages))
+                await pages.put(None)
+        except BaseExceptionGroup as group:  # report the first cause, as a plain exception
+            raise _first(group)  # noqa: B904 (its own cause is what the log names)
+    targets = await asyncio.to_thread(store.to_learn, relisting_since)
+    try:
         async with asyncio.TaskGroup() as tg:
-            for session_id in wanted - found:
+            for session_id in targets:
                 tg.create_task(_retrieve(store, source, session_id, result))
-    except BaseExceptionGroup as group:  # report the first cause, as a plain exception
-        raise _first(group)  # noqa: B904 (its own cause is what the log names)
+    except BaseExceptionGroup as group:
+        raise _first(group)  # noqa: B904
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -171,20 +192,32 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 async def _list_window(
-    store: Store,
     source: SessionSource,
     created_gte: int,
     created_lte: int,
-    wanted: set[str],
-    found: set[str],
-    result: PollResult,
+    pages: asyncio.Queue[dict[str, Fact] | None],
 ) -> None:
     async for page in source.session_pages(created_gte=created_gte, created_lte=created_lte):
-        facts = {s.id: fact_of(s) for s in page if s.id in wanted}
-        found.update(facts)
-        result.listed += len(facts)
-        if facts:
-            await asyncio.to_thread(store.learn, facts, Learnt.listing)
+        await pages.put({s.id: fact_of(s) for s in page})
+
+
+async def _write_listed(
+    store: Store, pages: asyncio.Queue[dict[str, Fact] | None], confirm: bool, result: PollResult
+) -> None:
+    """Write listed pages as they come, all those waiting in one transaction, until None."""
+    done = False
+    while not done:
+        facts = await pages.get()
+        if facts is None:
+            return
+        while not pages.empty() and len(facts) < WRITE_AT_MOST:
+            more = pages.get_nowait()
+            if more is None:
+                done = True
+                break
+            facts.update(more)
+        changed = await asyncio.to_thread(store.learn, facts, Learnt.listing, confirm)
+        result.listed += len(changed)
 
 
 async def _retrieve(
