@@ -95,11 +95,10 @@ async def poll(store: Store, source: SessionSource) -> PollResult:
         started = source.stripe_now() - (time.monotonic() - read_started)
     result.relisting = relisting_since is not None
     await _learn_links(store, source, relisting_since, result)
-    if result.listed >= TIDY_AFTER_LISTED:
-        try:
-            await asyncio.to_thread(store.tidy)
-        except SQLAlchemyError as e:  # only slower recounts until autovacuum runs
-            log.warning("vacuum_failed", error=str(e).splitlines()[0])
+    if result.listed >= TIDY_AFTER_LISTED:  # in the background: nothing waits for it
+        task = asyncio.get_running_loop().create_task(_tidy(store))
+        _tidying.add(task)
+        task.add_done_callback(_tidying.discard)
     if result.missing >= MISSING_WARNING_AT:
         log.warning(
             "links_missing_at_stripe",
@@ -110,6 +109,16 @@ async def poll(store: Store, source: SessionSource) -> PollResult:
         store.finish, position=started, newest=newest, stripe_clock=source.stripe_now()
     )
     return result
+
+
+_tidying: set[asyncio.Task[None]] = set()
+
+
+async def _tidy(store: Store) -> None:
+    try:
+        await asyncio.to_thread(store.tidy)
+    except SQLAlchemyError as e:  # only slower recounts until autovacuum runs
+        log.warning("vacuum_failed", error=str(e).splitlines()[0])
 
 
 async def _read_feed(
