@@ -29,7 +29,7 @@ def percentile(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.metrics_probe")
     parser.add_argument("url")
-    parser.add_argument("--pause", type=float, default=0.005)
+    parser.add_argument("--pause", type=float, default=0.02)
     args = parser.parse_args(argv)
     running = threading.Event()
     done = threading.Event()
