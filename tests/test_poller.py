@@ -181,7 +181,7 @@ async def test_a_cursor_older_than_the_events_window_relists_only_unresolved_lin
 
     def spy(since: float | None) -> Any:
         with transaction(factory) as db:
-            listed.append([sid for sid, _ in db.execute(relisting(since))])
+            listed.append([sid for sid, _ in db.execute(relisting(since)) if sid])
         return relisting(since)
 
     original_to_learn = store.to_learn
@@ -190,8 +190,8 @@ async def test_a_cursor_older_than_the_events_window_relists_only_unresolved_lin
         left.append(original_to_learn(since))
         return left[-1]
 
-    store._to_learn = spy  # type: ignore[method-assign]
-    store.to_learn = spy_left  # type: ignore[method-assign]
+    store._to_learn = spy  # type: ignore[method-assign,assignment]
+    store.to_learn = spy_left  # type: ignore[method-assign,assignment]
     refresher.store = store
     with capture_logs() as logs:
         assert await refresher.run_cycle()
