@@ -20,7 +20,7 @@ For each number N of pending orders (24, 1,000, 10,000, 100,000 by default):
   refresh (the events feed); then the gauge query alone (median of 5), one link expired by
   hand with its webhook delivered (time until ``/metrics`` moved, Stripe calls meanwhile), and
   a second app on the same database (a restart or a new replica) refreshing once;
-- **naive** — the original ticket's algorithm, through the same gateway (same token bucket,
+- **naive** — the original ticket's algorithm, through the same gateway (same pacer,
   concurrency bound and backoff): every pending order's session retrieved on every refresh.
   Measured in full up to 1,000 orders (``--naive-full-up-to``; once, then again after another
   1 % expired by clock); above that it runs for ``--naive-sample-seconds`` and its time is
@@ -29,8 +29,8 @@ For each number N of pending orders (24, 1,000, 10,000, 100,000 by default):
   refreshed at N, minus before the API started (the orders are in the database, the process
   holds none of them).
 
-The client's rate limit is set to 24 requests/s (burst 1), as close to Stripe's 25 as its token
-bucket allows; the default setting is 20.
+The client's rate limit is set to 24 requests/s (at most 24 in any second, as close to Stripe's
+25 as leaves room for jitter); the default setting is 20.
 
 After every refresh the gauge is compared with the truth computed from the sandbox's own
 state (``SandboxControl.sessions``) and the orders' categories. Prints a markdown table and
@@ -449,7 +449,7 @@ def run_case(
             admin_token=SecretStr(ADMIN_TOKEN),
             log_level="WARNING",
             stripe_webhook_secret=SecretStr(WEBHOOK_SECRET),
-            # As close to Stripe's 25/s per endpoint as the client's bucket allows (burst 1).
+            # Near Stripe's 25/s per endpoint: at most 24 in any second (the client's pacer).
             stripe_rate_limit_per_second=CLIENT_RATE_LIMIT,
         )
         app = bench_app(settings)
