@@ -14,6 +14,7 @@ from basketball_api.gauges import count_pending
 from basketball_api.link_state import Fact, epoch, from_epoch, learn
 from basketball_api.metrics import CATEGORIES
 from basketball_api.models import CheckoutLink, Learnt, LinkState, Order, OrderStatus, PaymentStatus
+from basketball_api.poller_store import Store
 
 NOW = 1_800_000_000
 HOW = Learnt.webhook
@@ -100,3 +101,31 @@ def test_an_order_carries_its_current_links_state_and_only_that_one(
     with transaction(factory) as db:
         assert count_pending(db, now=NOW, grace=0).failed["monthly"] == 1
     assert copies_out_of_step(factory.kw["bind"]) == []
+
+
+def test_a_poll_repairs_a_copy_written_around(factory: sessionmaker[Session]) -> None:
+    # Before: a link updated without its order's copy (an older replica during a rolling
+    # update) left the order "unknown", to be learnt again on every poll, for good.
+    insert_pending(factory, [Pending("cs_a", "monthly", NOW - 60, NOW + 3600)])
+    with transaction(factory) as db:
+        db.execute(update(CheckoutLink).values(state=LinkState.expired, payment_status="unpaid"))
+    store = Store(factory)
+    assert store.to_learn(None) == ["cs_a"]
+    assert store.repair_copies() == 1
+    assert store.to_learn(None) == []
+    assert store.repair_copies() == 0
+    with transaction(factory) as db:
+        assert count_pending(db, now=NOW, grace=0).expired["monthly"] == 1
+    assert copies_out_of_step(factory.kw["bind"]) == []
+
+
+def test_an_order_read_after_its_link_was_learnt_needs_no_session(
+    factory: sessionmaker[Session],
+) -> None:
+    # Before: learning a link expired the loaded order's copy, so an admin reissue that found
+    # the link still open answered 500 (DetachedInstanceError) once its session was closed.
+    insert_pending(factory, [Pending("cs_a", "monthly", NOW - 60, NOW + 3600)])
+    with transaction(factory) as db:
+        order = db.scalars(select(Order)).one()
+        learn(db, {"cs_a": Fact(LinkState.open, PaymentStatus.unpaid, NOW + 60)}, HOW)
+    assert copy_on(order) == (LinkState.open, NOW + 60)

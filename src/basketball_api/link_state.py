@@ -36,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from basketball_api.models import CheckoutLink, Learnt, LinkState, Order, PaymentStatus
 from basketball_api.stripe_gateway import SessionSnapshot
@@ -183,6 +184,14 @@ def learn(
     if not facts:
         return []
     at = at or datetime.now(UTC)
+    # Orders before links, as every other path locks them (an order, then its link): the
+    # poller locking links first and then their orders deadlocked with a webhook.
+    db.execute(
+        select(Order.id)
+        .where(Order.stripe_checkout_session_id.in_(list(facts)))
+        .order_by(Order.id)
+        .with_for_update()
+    ).all()
     rows = db.execute(
         select(
             CheckoutLink.id,
@@ -223,9 +232,11 @@ def learn(
         if group:
             _write(db, group, at, how, expires=group is moved)
     if confirmed:
-        db.execute(update(links).where(links.c.id.in_(confirmed)).values(learnt_at=at))
+        db.execute(
+            update(links).where(links.c.id.in_(confirmed)).values(learnt_at=at, learnt_from=how)
+        )
     if changed or confirmed:
-        _forget_loaded(db, set(changed), set(confirmed))
+        _update_loaded(db, {str(r["b_sid"]): r for r in (*same, *moved)}, set(confirmed), at, how)
     return changed
 
 
@@ -246,6 +257,7 @@ def _write(
     on_order: dict[str, object] = {
         "link_state": bindparam("b_state"),
         "link_payment_status": bindparam("b_paid"),
+        "updated_at": orders.c.updated_at,  # a copy changed, not the order
     }
     if expires:
         on_link["expires_at"] = on_order["checkout_session_expires_at"] = bindparam("b_expires")
@@ -258,15 +270,35 @@ def _write(
     )
 
 
-def _forget_loaded(db: Session, sessions: set[str], confirmed: set[int]) -> None:
-    """Drop what this session has loaded of the rows just written behind its back."""
+def _update_loaded(
+    db: Session,
+    written: Mapping[str, Mapping[str, object]],
+    confirmed: set[int],
+    at: datetime,
+    how: Learnt,
+) -> None:
+    """Give the rows this session has loaded the values just written behind its back (as
+    loaded values, not changes: nothing is written again, and a caller may still read them
+    once the session is closed)."""
     for obj in list(db.identity_map.values()):
-        if isinstance(obj, Order) and obj.stripe_checkout_session_id in sessions:
-            db.expire(obj, ["link_state", "link_payment_status", "checkout_session_expires_at"])
-        elif isinstance(obj, CheckoutLink) and (
-            obj.stripe_checkout_session_id in sessions or obj.id in confirmed
-        ):
-            db.expire(obj)
+        sid = getattr(obj, "stripe_checkout_session_id", None)
+        if isinstance(obj, Order) and sid is not None and sid in written:
+            row = written[sid]
+            set_committed_value(obj, "link_state", row["b_state"])
+            set_committed_value(obj, "link_payment_status", row["b_paid"])
+            if "b_expires" in row:
+                set_committed_value(obj, "checkout_session_expires_at", row["b_expires"])
+        elif isinstance(obj, CheckoutLink) and sid is not None and sid in written:
+            row = written[sid]
+            set_committed_value(obj, "state", row["b_state"])
+            set_committed_value(obj, "payment_status", row["b_paid"])
+            if "b_expires" in row:
+                set_committed_value(obj, "expires_at", row["b_expires"])
+            set_committed_value(obj, "learnt_at", at)
+            set_committed_value(obj, "learnt_from", how)
+        elif isinstance(obj, CheckoutLink) and obj.id in confirmed:
+            set_committed_value(obj, "learnt_at", at)
+            set_committed_value(obj, "learnt_from", how)
 
 
 def take_write_lock(db: Session) -> None:

@@ -7,8 +7,9 @@ listed only when their state is not known: links that predate this version, or, 
 is older than the events Stripe keeps, the links that may have changed meanwhile. A link no
 listing shows is retrieved; a 404 makes it ``missing``.
 
-Everything learnt is written page by page, so a poll cut by its deadline keeps what it learnt
-and the next one continues. The database side is :class:`~basketball_api.poller_store.Store`.
+Everything learnt is written as it comes, so a poll cut by its deadline keeps what it wrote and
+the next one continues (the pages listed but not written yet, 16 at most, are listed again).
+The database side is :class:`~basketball_api.poller_store.Store`.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ async def poll(store: Store, source: SessionSource) -> PollResult:
         # just set it (a clock read before the first answer of a process can be stale).
         started = source.stripe_now() - (time.monotonic() - read_started)
     result.relisting = relisting_since is not None
+    repaired = await asyncio.to_thread(store.repair_copies)
+    if repaired:
+        log.warning("order_copies_repaired", count=repaired, hint="written by an older replica?")
     await _learn_links(store, source, relisting_since, result)
     if result.listed >= TIDY_AFTER_LISTED:  # in the background: nothing waits for it
         task = asyncio.get_running_loop().create_task(_tidy(store))

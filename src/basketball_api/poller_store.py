@@ -8,8 +8,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import Select, func, or_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Select,
+    Table,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from basketball_api import link_state
@@ -122,6 +133,47 @@ class Store:
         with transaction(self.factory) as db:
             link_state.take_write_lock(db)
             return link_state.learn(db, facts, how, confirm=confirm)
+
+    def repair_copies(self) -> int:
+        """Copy their current link's state onto pending orders whose copy differs from it;
+        how many. None should: every path of this version writes both in one transaction.
+        But a replica of an older version (a rolling update) writes the link alone, and a copy
+        that is wrong is otherwise only corrected when that link changes again."""
+        orders = cast(Table, Order.__table__)
+        links = cast(Table, CheckoutLink.__table__).alias("l")
+        of_order = links.c.stripe_checkout_session_id == orders.c.stripe_checkout_session_id
+
+        def current(column: ColumnElement[Any]) -> Any:
+            return select(column).where(of_order).scalar_subquery()
+
+        differs = (
+            select(links.c.id)
+            .where(of_order)
+            .where(
+                links.c.state.is_distinct_from(orders.c.link_state)
+                | links.c.payment_status.is_distinct_from(orders.c.link_payment_status)
+                | (
+                    links.c.expires_at.is_not(None)
+                    & links.c.expires_at.is_distinct_from(orders.c.checkout_session_expires_at)
+                )
+            )
+            .exists()
+        )
+        stmt = (
+            update(orders)
+            .where(orders.c.status == OrderStatus.pending.value)
+            .where(differs)
+            .values(
+                link_state=current(links.c.state),
+                link_payment_status=current(links.c.payment_status),
+                checkout_session_expires_at=func.coalesce(
+                    current(links.c.expires_at), orders.c.checkout_session_expires_at
+                ),
+                updated_at=orders.c.updated_at,
+            )
+        )
+        with transaction(self.factory) as db:
+            return int(cast(CursorResult[Any], db.execute(stmt)).rowcount or 0)
 
     def tidy(self) -> None:
         """After a listing rewrote many rows: PostgreSQL's ``VACUUM (ANALYZE)`` of the two
