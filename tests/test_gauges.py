@@ -113,7 +113,7 @@ def test_a_poll_repairs_a_copy_written_around(factory: sessionmaker[Session]) ->
     assert store.to_learn(None) == ["cs_a"]
     assert store.repair_copies() == 1
     assert store.to_learn(None) == []
-    assert store.repair_copies() == 0
+    assert store.repair_copies(every_seconds=0) == 0
     with transaction(factory) as db:
         assert count_pending(db, now=NOW, grace=0).expired["monthly"] == 1
     assert copies_out_of_step(factory.kw["bind"]) == []
