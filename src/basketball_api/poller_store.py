@@ -79,7 +79,9 @@ def _later(old: datetime | None, new: float) -> datetime:
 class Store:
     def __init__(self, factory: sessionmaker[Session]) -> None:
         self.factory = factory
-        self._repaired_at: float | None = None
+        # The first repair comes one period after start: migration 0009 has just filled the
+        # copies, and the first (cold) poll has enough to do.
+        self._repaired_at = time.monotonic()
 
     def cursor(self) -> Cursor:
         with transaction(self.factory) as db:
@@ -145,7 +147,7 @@ class Store:
         copy is otherwise only corrected when that link changes again. One statement, a
         correlated check per pending order: 0.5-1 s at 100,000, so not every poll."""
         now = time.monotonic()
-        if self._repaired_at is not None and now - self._repaired_at < every_seconds:
+        if now - self._repaired_at < every_seconds:
             return 0
         self._repaired_at = now
         orders = cast(Table, Order.__table__)
