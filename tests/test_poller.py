@@ -7,6 +7,8 @@ on each test says how.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -17,8 +19,9 @@ from structlog.testing import capture_logs
 from tests.fakes import FakeStripe
 from tests.links import factory_for, insert_pending, pending_of
 
-from basketball_api import poller
+from basketball_api import poller, poller_store
 from basketball_api.db import transaction
+from basketball_api.link_state import from_epoch
 from basketball_api.metrics import Metrics
 from basketball_api.models import CheckoutLink, Learnt, LinkState, PaymentStatus
 from basketball_api.poller import SessionSource, poll
@@ -336,3 +339,42 @@ async def test_stripe_clock_never_moves_backwards(factory: sessionmaker[Session]
     stripe.clock_floor = 0
     assert await refresher.run_cycle()
     assert sum(refresher.counts.expired.values()) == 6
+
+
+def test_two_polls_creating_the_cursor_row_at_once_both_succeed(
+    factory: sessionmaker[Session],
+) -> None:
+    """A poll cut off by its deadline leaves its worker thread running (a thread cannot be
+    cancelled); blocked on the database, it creates the cursor row just as the next poll does.
+    Observed: the next poll failed with a UNIQUE violation on ``poller_cursor.id``."""
+    store = Store(factory)
+    started, go = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def cut_off_poll() -> None:
+        try:
+            with transaction(factory) as db:
+                row = poller_store._row(db)
+                started.set()
+                go.wait(10)
+                row.stripe_clock_at = from_epoch(1_000)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    def next_poll() -> None:
+        try:
+            store.finish(position=2_000, newest=None, stripe_clock=2_000)
+        except BaseException as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=cut_off_poll)
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=next_poll)
+    second.start()
+    time.sleep(0.3)  # the second poll is now waiting on the first one's row (or lock)
+    go.set()
+    first.join(20)
+    second.join(20)
+    assert errors == []
+    assert store.cursor().stripe_clock_at == 2_000

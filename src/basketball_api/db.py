@@ -7,7 +7,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -48,6 +50,23 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def insert_unless_present(
+    db: Session, table: Table, unique: list[str], values: dict[str, Any]
+) -> bool:
+    """INSERT … ON CONFLICT (``unique``) DO NOTHING on either database; True if inserted.
+
+    Two transactions inserting the same row both succeed, one of them without writing.
+    """
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=unique)
+        .returning(*table.primary_key.columns)  # rowcount is not reliable with RETURNING
+    )
+    return db.execute(stmt).first() is not None
 
 
 def upgrade_database(database_url: str, revision: str = "head") -> None:

@@ -30,11 +30,9 @@ from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from basketball_api.db import transaction
+from basketball_api.db import insert_unless_present, transaction
 from basketball_api.link_state import from_epoch
 from basketball_api.metrics import Metrics
 from basketball_api.models import (
@@ -253,20 +251,12 @@ def _record(
 
 
 def _insert_once(db: Session, model: Any, **values: Any) -> bool:
-    """INSERT … ON CONFLICT (session id) DO NOTHING on either database; True if inserted.
+    """Insert unless a row for this session id exists; True if inserted.
 
     A conflict leaves the transaction usable, so a concurrent copy of the same fact (a webhook
     and the return page at once) neither fails nor writes twice.
     """
-    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    table = model.__table__
-    stmt = (
-        insert(table)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["stripe_checkout_session_id"])
-        .returning(table.c.id)  # rowcount is not reliable with RETURNING, which may be implicit
-    )
-    return db.execute(stmt).first() is not None
+    return insert_unless_present(db, model.__table__, ["stripe_checkout_session_id"], values)
 
 
 # -- links that must stop being payable ------------------------------------------------------

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from basketball_api import link_state
-from basketball_api.db import transaction
+from basketball_api.db import insert_unless_present, transaction
 from basketball_api.gauges import Counts, count_pending
 from basketball_api.link_state import Fact, current_link, epoch, from_epoch
 from basketball_api.models import CheckoutLink, Learnt, LinkState, Order, OrderStatus, PollerCursor
@@ -63,10 +63,16 @@ def _cursor_of(row: PollerCursor | None) -> Cursor:
 
 
 def _row(db: Session) -> PollerCursor:
+    """The cursor row, locked; created if absent.
+
+    Created with INSERT … ON CONFLICT DO NOTHING: a poll cut off by its deadline leaves its
+    worker thread running, and that thread may create the row while the next poll does too.
+    """
     row = db.get(PollerCursor, CURSOR_ID, with_for_update=True)
     if row is None:
-        row = PollerCursor(id=CURSOR_ID)
-        db.add(row)
+        insert_unless_present(db, cast(Table, PollerCursor.__table__), ["id"], {"id": CURSOR_ID})
+        row = db.get(PollerCursor, CURSOR_ID, with_for_update=True, populate_existing=True)
+    assert row is not None
     return row
 
 
