@@ -19,6 +19,7 @@ against Stripe's clock, so no call is needed for a link past its ``expires_at``.
 from __future__ import annotations
 
 import enum
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,8 +29,8 @@ from sqlalchemy import (
     ColumnElement,
     Table,
     and_,
-    bindparam,
     case,
+    func,
     literal,
     or_,
     select,
@@ -204,9 +205,10 @@ def learn(
         .order_by(CheckoutLink.id)
         .with_for_update()
     ).all()
-    same: list[dict[str, object]] = []  # a new state, the same expires_at
-    moved: list[dict[str, object]] = []  # a new state and a new expires_at
-    changed: list[str] = []
+    # Links grouped by what is written to them: a listing page tells a handful of distinct
+    # facts (open/unpaid, expired/unpaid, …), so a batch is a few statements, not one per row.
+    groups: dict[Fact, list[int]] = defaultdict(list)  # expires_at 0: unchanged
+    written: dict[str, Fact] = {}
     confirmed: list[int] = []
     for link_id, session_id, state, payment_status, expires_at in rows:
         old = None if state is None else Fact(state, payment_status, epoch(expires_at))
@@ -215,88 +217,76 @@ def learn(
             if confirm:
                 confirmed.append(link_id)
             continue
-        row: dict[str, object] = {
-            "b_id": link_id,
-            "b_sid": session_id,
-            "b_state": new.state,
-            "b_paid": new.payment_status,
-        }
-        if new.expires_at and new.expires_at != epoch(expires_at):
-            row["b_expires"] = from_epoch(new.expires_at)
-            moved.append(row)
-        else:
-            same.append(row)
-        changed.append(session_id)
-    links = cast(Table, CheckoutLink.__table__)
-    for group in (same, moved):
-        if group:
-            _write(db, group, at, how, expires=group is moved)
+        if new.expires_at == epoch(expires_at):
+            new = Fact(new.state, new.payment_status)
+        groups[new].append(link_id)
+        written[session_id] = new
+    if groups:
+        _write(db, groups, list(written), at, how)
     if confirmed:
+        links = cast(Table, CheckoutLink.__table__)
         db.execute(
             update(links).where(links.c.id.in_(confirmed)).values(learnt_at=at, learnt_from=how)
         )
-    if changed or confirmed:
-        _update_loaded(db, {str(r["b_sid"]): r for r in (*same, *moved)}, set(confirmed), at, how)
-    return changed
+    if written or confirmed:
+        _update_loaded(db, written, set(confirmed), at, how)
+    return list(written)
 
 
 def _write(
-    db: Session, rows: list[dict[str, object]], at: datetime, how: Learnt, *, expires: bool
+    db: Session, groups: Mapping[Fact, list[int]], sessions: list[str], at: datetime, how: Learnt
 ) -> None:
-    """The links' new facts, and their copy on the orders whose current link they are (a
-    replaced link matches no order): two statements for all the rows, what is the same for
-    every row (when and how it was learnt) sent once."""
+    """The links' new facts, one statement per distinct fact; then their copy on the orders
+    whose current link they are (a replaced link matches no order), one statement. Both sides
+    of that join are named by key: PostgreSQL otherwise scans one of the two tables whole."""
     links = cast(Table, CheckoutLink.__table__)
     orders = cast(Table, Order.__table__)
-    on_link: dict[str, object] = {
-        "state": bindparam("b_state"),
-        "payment_status": bindparam("b_paid"),
-        "learnt_at": at,
-        "learnt_from": how,
-    }
-    on_order: dict[str, object] = {
-        "link_state": bindparam("b_state"),
-        "link_payment_status": bindparam("b_paid"),
-        "updated_at": orders.c.updated_at,  # a copy changed, not the order
-    }
-    if expires:
-        on_link["expires_at"] = on_order["checkout_session_expires_at"] = bindparam("b_expires")
-    db.execute(update(links).where(links.c.id == bindparam("b_id")).values(on_link), rows)
+    for fact, ids in groups.items():
+        values: dict[str, object] = {
+            "state": fact.state,
+            "payment_status": fact.payment_status,
+            "learnt_at": at,
+            "learnt_from": how,
+        }
+        if fact.expires_at:
+            values["expires_at"] = from_epoch(fact.expires_at)
+        db.execute(update(links).where(links.c.id.in_(ids)).values(values))
     db.execute(
         update(orders)
-        .where(orders.c.stripe_checkout_session_id == bindparam("b_sid"))
-        .values(on_order),
-        rows,
+        .where(orders.c.stripe_checkout_session_id == links.c.stripe_checkout_session_id)
+        .where(links.c.id.in_([i for ids in groups.values() for i in ids]))
+        .where(orders.c.stripe_checkout_session_id.in_(sessions))
+        .values(
+            link_state=links.c.state,
+            link_payment_status=links.c.payment_status,
+            checkout_session_expires_at=func.coalesce(
+                links.c.expires_at, orders.c.checkout_session_expires_at
+            ),
+            updated_at=orders.c.updated_at,  # a copy changed, not the order
+        )
     )
 
 
 def _update_loaded(
-    db: Session,
-    written: Mapping[str, Mapping[str, object]],
-    confirmed: set[int],
-    at: datetime,
-    how: Learnt,
+    db: Session, written: Mapping[str, Fact], confirmed: set[int], at: datetime, how: Learnt
 ) -> None:
     """Give the rows this session has loaded the values just written behind its back (as
     loaded values, not changes: nothing is written again, and a caller may still read them
-    once the session is closed)."""
+    once the session is closed). A fact's ``expires_at`` of 0: unchanged."""
     for obj in list(db.identity_map.values()):
         sid = getattr(obj, "stripe_checkout_session_id", None)
-        if isinstance(obj, Order) and sid is not None and sid in written:
-            row = written[sid]
-            set_committed_value(obj, "link_state", row["b_state"])
-            set_committed_value(obj, "link_payment_status", row["b_paid"])
-            if "b_expires" in row:
-                set_committed_value(obj, "checkout_session_expires_at", row["b_expires"])
-        elif isinstance(obj, CheckoutLink) and sid is not None and sid in written:
-            row = written[sid]
-            set_committed_value(obj, "state", row["b_state"])
-            set_committed_value(obj, "payment_status", row["b_paid"])
-            if "b_expires" in row:
-                set_committed_value(obj, "expires_at", row["b_expires"])
-            set_committed_value(obj, "learnt_at", at)
-            set_committed_value(obj, "learnt_from", how)
-        elif isinstance(obj, CheckoutLink) and obj.id in confirmed:
+        fact = written.get(sid) if sid is not None else None
+        if isinstance(obj, Order) and fact is not None:
+            set_committed_value(obj, "link_state", fact.state)
+            set_committed_value(obj, "link_payment_status", fact.payment_status)
+            if fact.expires_at:
+                set_committed_value(obj, "checkout_session_expires_at", from_epoch(fact.expires_at))
+        elif isinstance(obj, CheckoutLink) and (fact is not None or obj.id in confirmed):
+            if fact is not None:
+                set_committed_value(obj, "state", fact.state)
+                set_committed_value(obj, "payment_status", fact.payment_status)
+                if fact.expires_at:
+                    set_committed_value(obj, "expires_at", from_epoch(fact.expires_at))
             set_committed_value(obj, "learnt_at", at)
             set_committed_value(obj, "learnt_from", how)
 
