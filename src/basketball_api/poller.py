@@ -18,6 +18,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -179,29 +180,30 @@ async def _learn_links(
         del created
         pages: asyncio.Queue[dict[str, Fact] | None] = asyncio.Queue(LISTED_PAGES_IN_FLIGHT)
         confirm = relisting_since is not None
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(_write_listed(store, pages, confirm, result))
-                async with asyncio.TaskGroup() as listing:
-                    for lo, hi in windows:
-                        listing.create_task(_list_window(source, lo, hi, pages))
-                await pages.put(None)
-        except BaseExceptionGroup as group:  # report the first cause, as a plain exception
-            raise _first(group)  # noqa: B904 (its own cause is what the log names)
+        async with _tasks() as tg:
+            tg.create_task(_write_listed(store, pages, confirm, result))
+            async with asyncio.TaskGroup() as listing:
+                for lo, hi in windows:
+                    listing.create_task(_list_window(source, lo, hi, pages))
+            await pages.put(None)
     targets = await asyncio.to_thread(store.to_learn, relisting_since)
+    async with _tasks() as tg:
+        for session_id in targets:
+            tg.create_task(_retrieve(store, source, session_id, result))
+
+
+@asynccontextmanager
+async def _tasks() -> AsyncIterator[asyncio.TaskGroup]:
+    """A TaskGroup (a failed task cancels its siblings) that raises the first failure as a
+    plain exception, not as a group: the refresher reports it by its type."""
     try:
         async with asyncio.TaskGroup() as tg:
-            for session_id in targets:
-                tg.create_task(_retrieve(store, source, session_id, result))
+            yield tg
     except BaseExceptionGroup as group:
-        raise _first(group)  # noqa: B904
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        raise error  # noqa: B904 (its own cause is what the log names)
 
 
 async def _list_window(
