@@ -11,8 +11,11 @@ For each number N of pending orders (24, 1,000, 10,000, 100,000 by default):
   control endpoint (30 % expired, the rest open, categories mixed) and the matching pending
   orders are inserted straight into a fresh database with bulk inserts — a benchmark fixture,
   not the demo;
-- the API is served by uvicorn in a thread of this process (refresher loop off), and a
-  separate probe process scrapes ``/metrics`` in a loop while each refresh runs;
+- each N on each database runs in a fresh process of its own, as a deployment starts its
+  replica: nothing a previous case allocated (its app, its fixture) is left on the heap the
+  garbage collector walks. The API is served by uvicorn in a thread of that process
+  (refresher loop off), and a separate probe process scrapes ``/metrics`` in a loop while
+  each refresh runs;
 - **ours** — ``POST /admin/refresh``, the production code path: the first refresh after this
   version is deployed (every link's state unknown: one listing), then the sandbox clock is
   moved 2 h forward so that 1 % of the sessions pass their ``expires_at`` (Stripe expires them
@@ -25,7 +28,7 @@ For each number N of pending orders (24, 1,000, 10,000, 100,000 by default):
   Measured in full up to 1,000 orders (``--naive-full-up-to``; once, then again after another
   1 % expired by clock); above that it runs for ``--naive-sample-seconds`` and its time is
   projected from the measured rate;
-- memory: this process's resident memory (psutil, after a full collection) once the API has
+- memory: the case's process's resident memory (psutil, after a full collection) once the API has
   refreshed at N, minus before the API started (the orders are in the database, the process
   holds none of them).
 
@@ -419,6 +422,35 @@ def case_from_json(data: dict[str, Any]) -> Case:
         if data.get(k) is not None:
             setattr(case, k, Run(**data[k]))
     return case
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    sandbox_url: str
+    kind: str
+    n: int
+    workdir: str
+    naive: bool
+    naive_sample_seconds: float
+    naive_full: bool
+
+
+def run_case_in_process(spec: CaseSpec) -> Case:
+    """:func:`run_case` in a fresh interpreter, its result read back from a JSON file."""
+    result = Path(spec.workdir) / f"case-{spec.kind}-{spec.n}.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.refresh",
+            "--one-case",
+            json.dumps(dataclasses.asdict(spec)),
+            "--case-out",
+            str(result),
+        ],
+        check=True,
+    )
+    return case_from_json(json.loads(result.read_text()))
 
 
 def stripe_calls(control: SandboxControl) -> int:
@@ -833,7 +865,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--replot", metavar="JSON", help="only redraw the table and plot from a refresh.json"
     )
+    parser.add_argument("--one-case", metavar="JSON", help=argparse.SUPPRESS)
+    parser.add_argument("--case-out", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one_case:  # a child started by run_case_in_process
+        configure_logging("WARNING")
+        one = CaseSpec(**json.loads(args.one_case))
+        with SandboxControl(one.sandbox_url, timeout=600) as control:
+            case = run_case(
+                one.sandbox_url,
+                control,
+                one.kind,
+                one.n,
+                Path(one.workdir),
+                one.naive,
+                one.naive_sample_seconds,
+                one.naive_full,
+            )
+        Path(args.case_out).write_text(json.dumps(dataclasses.asdict(case)))
+        return
     if args.replot:
         saved = [case_from_json(c) for c in json.loads(Path(args.replot).read_text())]
         out = Path(args.out)
@@ -863,16 +913,10 @@ def main(argv: list[str] | None = None) -> None:
                 naive = not args.no_naive and kind == kinds[0]
                 naive_full = n <= args.naive_full_up_to
                 t0 = time.perf_counter()
-                case = run_case(
-                    sandbox_url,
-                    control,
-                    kind,
-                    n,
-                    Path(tmp),
-                    naive,
-                    args.naive_sample_seconds,
-                    naive_full,
+                spec = CaseSpec(
+                    sandbox_url, kind, n, tmp, naive, args.naive_sample_seconds, naive_full
                 )
+                case = run_case_in_process(spec)
                 cases.append(case)
                 print(f"{kind} N={n:,}: done in {time.perf_counter() - t0:.0f} s", flush=True)
                 print(render_table([case]), flush=True)
