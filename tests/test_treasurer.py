@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -14,14 +15,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import update
+from sqlalchemy import event, update
+from tests.links import Pending, factory_for, insert_pending
 from tests.operator_page import OperatorPage, csrf_of
 from tests.procs import free_port
 from tests.stack import ADMIN_TOKEN, Stack, running_stack
 from tests.test_notify import Sink
 
+from basketball_api import treasurer
 from basketball_api.app import create_app
 from basketball_api.db import make_engine, make_session_factory, transaction
+from basketball_api.link_state import from_epoch
 from basketball_api.models import Order, OrderStatus
 from basketball_api.orders import get_order, transition
 from basketball_api.settings import Settings
@@ -380,3 +384,33 @@ def test_the_stranded_list_tells_families_apart(database_url: str) -> None:
         )
         shown = stack.api.get(r.headers["location"]).text
         assert "No email was sent: email is not configured" in shown
+
+
+def test_link_states_come_with_the_orders_in_one_query(database_url: str) -> None:
+    """The listing reads each order's link state with the order (its copy of its current
+    link), the gauges' bucket of it: before, one more query per pending order with a link."""
+    factory = factory_for(database_url)
+    now = int(time.time())
+    rows = [
+        Pending(f"cs_treasurer_{i:03d}", "tournament", now - 600, now + (3600 if i % 2 else -3600))
+        for i in range(30)
+    ]
+    insert_pending(factory, rows, known_open=True)
+    engine = factory.kw["bind"]
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with transaction(factory) as db:
+            listing = treasurer.search(db, treasurer.OrderFilter(), from_epoch(now - 60))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+        engine.dispose()
+    states = {r.link_state.value for r in listing.rows}
+    assert len(listing.rows) == 30
+    assert states == {"open", "dead"}  # half of them expired by time an hour ago
+    assert sum(r.link_state.value == "dead" for r in listing.rows) == 15
+    assert len(statements) <= 4, statements  # the page, its count, the totals

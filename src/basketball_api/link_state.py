@@ -377,13 +377,3 @@ def unresolved(link: StateColumns = OF_LINK) -> ColumnElement[bool]:
 def current_link() -> ColumnElement[bool]:
     """The join condition of an order to its current link."""
     return CheckoutLink.stripe_checkout_session_id == Order.stripe_checkout_session_id
-
-
-def bucket_of(db: Session, session_id: str, *, now: float, grace: float) -> Bucket | None:
-    """The bucket of one link (None: no such link): "is this order's link dead, open, paid"."""
-    found = db.scalar(
-        select(bucket(from_epoch(now - grace), OF_LINK)).where(
-            CheckoutLink.stripe_checkout_session_id == session_id
-        )
-    )
-    return None if found is None else Bucket(found)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import csv
 import enum
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, case, func, select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session
 
 from basketball_api import link_state
 from basketball_api.link_state import Bucket
@@ -60,25 +60,16 @@ _FROM_BUCKET = {
     Bucket.unknown: LinkState.unknown,
 }
 
-LinkStateOf = Callable[[Order], LinkState]
 _Stmt = TypeVar("_Stmt", bound=Select[Any])
 
 
-def link_state_from_db(now: float, grace: float) -> LinkStateOf:
-    """Link states as the stranded-order gauge decides them: the same bucket expression over
-    the link's row, the same clock and grace (one query per pending order with a link)."""
-
-    def of(order: Order) -> LinkState:
-        if order.status != OrderStatus.pending:
-            return LinkState.closed
-        sid = order.stripe_checkout_session_id
-        if sid is None:
-            return LinkState.none
-        db = object_session(order)
-        found = None if db is None else link_state.bucket_of(db, sid, now=now, grace=grace)
-        return LinkState.unknown if found is None else _FROM_BUCKET[found]
-
-    return of
+def _link(order: Order, bucket: str) -> LinkState:
+    """The treasurer's word for an order's link, from the gauge's own bucket of it."""
+    if order.status != OrderStatus.pending:
+        return LinkState.closed
+    if order.stripe_checkout_session_id is None:
+        return LinkState.none
+    return _FROM_BUCKET[Bucket(bucket)]
 
 
 @dataclass(frozen=True)
@@ -164,29 +155,37 @@ class Listing:
 def search(
     db: Session,
     where: OrderFilter,
-    link_state_of: LinkStateOf,
+    cutoff: datetime,
     *,
     limit: int = MAX_ROWS,
     offset: int = 0,
 ) -> Listing:
-    """Matching orders, newest first, with totals per product over all of them."""
+    """Matching orders, newest first, with totals per product over all of them.
+
+    ``cutoff``: Stripe's clock minus the grace period, as the gauges use it; each order's link
+    state is the gauges' bucket of it, read in the same query (its copy on the order row)."""
     base = where.apply(select(Order).join(Product, Product.id == Order.product_id))
-    orders = db.scalars(
-        base.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit).offset(offset)
+    page = db.execute(
+        base.add_columns(link_state.bucket(cutoff))
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .limit(limit)
+        .offset(offset)
     ).all()
     matching = db.scalar(select(func.count()).select_from(base.subquery())) or 0
-    return Listing([_row(o, link_state_of(o)) for o in orders], matching, totals(db, where))
+    rows = [_row(order, _link(order, bucket)) for order, bucket in page]
+    return Listing(rows, matching, totals(db, where))
 
 
-def every_row(db: Session, where: OrderFilter, link_state_of: LinkStateOf) -> Iterable[OrderRow]:
+def every_row(db: Session, where: OrderFilter, cutoff: datetime) -> Iterable[OrderRow]:
     """All matching orders, newest first, read in batches (the CSV export)."""
     stmt = (
         where.apply(select(Order).join(Product, Product.id == Order.product_id))
+        .add_columns(link_state.bucket(cutoff))
         .order_by(Order.created_at.desc(), Order.id.desc())
         .execution_options(yield_per=500)
     )
-    for order in db.scalars(stmt):
-        yield _row(order, link_state_of(order))
+    for order, bucket in db.execute(stmt):
+        yield _row(order, _link(order, bucket))
 
 
 def _row(order: Order, link: LinkState) -> OrderRow:
