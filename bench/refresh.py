@@ -424,6 +424,9 @@ def case_from_json(data: dict[str, Any]) -> Case:
     return case
 
 
+CASE_TIMEOUT_SECONDS = 1_800  # one case's process, at most (100,000 with the baseline: ~3 min)
+
+
 @dataclass(frozen=True)
 class CaseSpec:
     sandbox_url: str
@@ -449,6 +452,7 @@ def run_case_in_process(spec: CaseSpec) -> Case:
             str(result),
         ],
         check=True,
+        timeout=CASE_TIMEOUT_SECONDS,
     )
     return case_from_json(json.loads(result.read_text()))
 

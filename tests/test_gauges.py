@@ -130,3 +130,69 @@ def test_an_order_read_after_its_link_was_learnt_needs_no_session(
         order = db.scalars(select(Order)).one()
         learn(db, {"cs_a": Fact(LinkState.open, PaymentStatus.unpaid, NOW + 60)}, HOW)
     assert copy_on(order) == (LinkState.open, NOW + 60)
+
+
+def test_one_batch_of_mixed_facts_writes_links_copies_and_loaded_rows(
+    factory: sessionmaker[Session],
+) -> None:
+    """A listing batch in one ``learn``: two links with the same new fact (one statement), one
+    whose expires_at moved, one confirmed unchanged, and a replaced link whose order must keep
+    its current link's copy; the rows this session had loaded get what was written."""
+    sids = ["cs_a", "cs_b", "cs_c", "cs_d", "cs_e"]
+    insert_pending(
+        factory, [Pending(s, "jersey", NOW - 600, NOW + 3600) for s in sids], known_open=True
+    )
+    with transaction(factory) as db:
+        order_e = db.scalars(select(Order).where(Order.stripe_checkout_session_id == "cs_e")).one()
+        db.add(CheckoutLink(order_id=order_e.id, stripe_checkout_session_id="cs_e_old"))
+        # a link whose expires_at was never told (Stripe's, once known, never changes)
+        db.execute(
+            update(CheckoutLink)
+            .where(CheckoutLink.stripe_checkout_session_id == "cs_c")
+            .values(expires_at=None)
+        )
+        # a copy that drifted from its link (as written around by an older replica)
+        db.execute(
+            update(Order)
+            .where(Order.stripe_checkout_session_id == "cs_a")
+            .values(checkout_session_expires_at=from_epoch(NOW + 5))
+        )
+    with transaction(factory) as db:
+        loaded = {o.stripe_checkout_session_id: o for o in db.scalars(select(Order))}
+        links = {link.stripe_checkout_session_id: link for link in db.scalars(select(CheckoutLink))}
+        changed = learn(
+            db,
+            {
+                "cs_a": Fact(LinkState.expired, PaymentStatus.unpaid, NOW + 3600),
+                "cs_b": Fact(LinkState.expired, PaymentStatus.unpaid, NOW + 3600),
+                "cs_c": Fact(LinkState.open, PaymentStatus.unpaid, NOW + 7200),
+                "cs_d": Fact(LinkState.open, PaymentStatus.unpaid, NOW + 3600),
+                "cs_e_old": Fact(LinkState.complete, PaymentStatus.paid),
+            },
+            Learnt.listing,
+            confirm=True,
+        )
+        assert changed == ["cs_a", "cs_b", "cs_c", "cs_e_old"]
+        seen = {
+            sid: (o.link_state, epoch(o.checkout_session_expires_at)) for sid, o in loaded.items()
+        }
+        assert links["cs_d"].learnt_from == Learnt.listing  # confirmed
+        assert epoch(links["cs_c"].expires_at) == NOW + 7200
+    assert seen == {
+        "cs_a": (LinkState.expired, NOW + 3600),  # the drifted copy takes the link's expiry
+        "cs_b": (LinkState.expired, NOW + 3600),
+        "cs_c": (LinkState.open, NOW + 7200),
+        "cs_d": (LinkState.open, NOW + 3600),
+        "cs_e": (LinkState.open, NOW + 3600),  # its current link is cs_e, not the replaced one
+    }
+    with transaction(factory) as db:
+        stored = {
+            sid: (o.link_state, epoch(o.checkout_session_expires_at))
+            for sid, o in ((o.stripe_checkout_session_id, o) for o in db.scalars(select(Order)))
+        }
+        old = db.scalars(
+            select(CheckoutLink).where(CheckoutLink.stripe_checkout_session_id == "cs_e_old")
+        ).one()
+        assert (old.state, old.payment_status) == (LinkState.complete, PaymentStatus.paid)
+    assert stored == seen
+    assert copies_out_of_step(factory.kw["bind"]) == []

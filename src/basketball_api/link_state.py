@@ -211,7 +211,7 @@ def learn(
     # Links grouped by what is written to them: a listing page tells a handful of distinct
     # facts (open/unpaid, expired/unpaid, …), so a batch is a few statements, not one per row.
     groups: dict[Fact, list[int]] = defaultdict(list)  # expires_at 0: unchanged
-    written: dict[str, Fact] = {}
+    written: dict[str, Fact] = {}  # with the link's expires_at after the write (0: none)
     confirmed: list[int] = []
     for link_id, session_id, state, payment_status, expires_at in rows:
         old = None if state is None else Fact(state, payment_status, epoch(expires_at))
@@ -220,9 +220,8 @@ def learn(
             if confirm:
                 confirmed.append(link_id)
             continue
-        if new.expires_at == epoch(expires_at):
-            new = Fact(new.state, new.payment_status)
-        groups[new].append(link_id)
+        unchanged = new.expires_at == epoch(expires_at)
+        groups[Fact(new.state, new.payment_status) if unchanged else new].append(link_id)
         written[session_id] = new
     if groups:
         _write(db, groups, list(written), at, how)
@@ -290,7 +289,8 @@ def _update_loaded(
 ) -> None:
     """Give the rows this session has loaded the values just written behind its back (as
     loaded values, not changes: nothing is written again, and a caller may still read them
-    once the session is closed). A fact's ``expires_at`` of 0: unchanged."""
+    once the session is closed). A fact's ``expires_at`` is the link's after the write (the
+    order's copy takes it too, as in :func:`_write`); 0: the link has none."""
     for obj in list(db.identity_map.values()):
         sid = getattr(obj, "stripe_checkout_session_id", None)
         fact = written.get(sid) if sid is not None else None
