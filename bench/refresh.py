@@ -461,16 +461,9 @@ def stripe_calls(control: SandboxControl) -> int:
     return sum(v for k, v in control.request_counts().items() if " /v1/" in k)
 
 
-def run_case(
-    sandbox_url: str,
-    control: SandboxControl,
-    kind: str,
-    n: int,
-    workdir: Path,
-    naive: bool,
-    naive_sample_seconds: float,
-    naive_full: bool,
-) -> Case:
+def run_case(spec: CaseSpec, control: SandboxControl) -> Case:
+    sandbox_url, kind, n, workdir = spec.sandbox_url, spec.kind, spec.n, Path(spec.workdir)
+    naive, naive_sample_seconds, naive_full = spec.naive, spec.naive_sample_seconds, spec.naive_full
     case = Case(kind, n)
     control.reset()
     fixture, sessions = seed_sessions(control, n)
@@ -876,16 +869,7 @@ def main(argv: list[str] | None = None) -> None:
         configure_logging("WARNING")
         one = CaseSpec(**json.loads(args.one_case))
         with SandboxControl(one.sandbox_url, timeout=600) as control:
-            case = run_case(
-                one.sandbox_url,
-                control,
-                one.kind,
-                one.n,
-                Path(one.workdir),
-                one.naive,
-                one.naive_sample_seconds,
-                one.naive_full,
-            )
+            case = run_case(one, control)
         Path(args.case_out).write_text(json.dumps(dataclasses.asdict(case)))
         return
     if args.replot:
@@ -908,7 +892,6 @@ def main(argv: list[str] | None = None) -> None:
     cases: list[Case] = []
     with (
         sandbox_process() as sandbox_url,
-        SandboxControl(sandbox_url, timeout=600) as control,
         tempfile.TemporaryDirectory(prefix="bench-refresh-") as tmp,
     ):
         for kind in kinds:

@@ -25,7 +25,6 @@ from tests.test_notify import Sink
 from basketball_api import treasurer
 from basketball_api.app import create_app
 from basketball_api.db import make_engine, make_session_factory, transaction
-from basketball_api.link_state import from_epoch
 from basketball_api.models import Order, OrderStatus
 from basketball_api.orders import get_order, transition
 from basketball_api.settings import Settings
@@ -405,7 +404,7 @@ def test_link_states_come_with_the_orders_in_one_query(database_url: str) -> Non
     event.listen(engine, "before_cursor_execute", count)
     try:
         with transaction(factory) as db:
-            listing = treasurer.search(db, treasurer.OrderFilter(), from_epoch(now - 60))
+            listing = treasurer.search(db, treasurer.OrderFilter(), now=now, grace=60)
     finally:
         event.remove(engine, "before_cursor_execute", count)
         engine.dispose()

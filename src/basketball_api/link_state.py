@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import (
     ColumnElement,
     Table,
     and_,
-    any_,
-    bindparam,
     case,
     func,
     literal,
@@ -38,10 +36,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from basketball_api.db import among
 from basketball_api.models import CheckoutLink, Learnt, LinkState, Order, PaymentStatus
 from basketball_api.stripe_gateway import SessionSnapshot
 
@@ -235,19 +233,6 @@ def learn(
     if written or confirmed:
         _update_loaded(db, written, set(confirmed), at, how)
     return list(written)
-
-
-def among(
-    db: Session,
-    column: ColumnElement[Any] | InstrumentedAttribute[Any],
-    values: Sequence[object],
-) -> ColumnElement[bool]:
-    """``column IN (values)``; on PostgreSQL ``column = ANY(array)``, one parameter however
-    many values. A batch names 1,000 links: as 1,000 parameters, rendering and parsing them
-    held the interpreter lock long enough to delay ``/metrics`` beside a listing."""
-    if db.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
-    return column.in_(values)
 
 
 def _write(

@@ -15,7 +15,7 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from basketball_api import link_state
-from basketball_api.link_state import Bucket
+from basketball_api.link_state import Bucket, from_epoch
 from basketball_api.models import Category, Order, OrderStatus, Product
 
 MAX_ROWS = 500  # one page of the listing; the totals always cover every matching order
@@ -155,18 +155,19 @@ class Listing:
 def search(
     db: Session,
     where: OrderFilter,
-    cutoff: datetime,
     *,
+    now: float,
+    grace: float,
     limit: int = MAX_ROWS,
     offset: int = 0,
 ) -> Listing:
     """Matching orders, newest first, with totals per product over all of them.
 
-    ``cutoff``: Stripe's clock minus the grace period, as the gauges use it; each order's link
-    state is the gauges' bucket of it, read in the same query (its copy on the order row)."""
+    Each order's link state is the gauges' bucket of it at Stripe's time ``now`` and ``grace``,
+    read in the same query (the order's copy of its current link)."""
     base = where.apply(select(Order).join(Product, Product.id == Order.product_id))
     page = db.execute(
-        base.add_columns(link_state.bucket(cutoff))
+        base.add_columns(link_state.bucket(from_epoch(now - grace)))
         .order_by(Order.created_at.desc(), Order.id.desc())
         .limit(limit)
         .offset(offset)
@@ -176,11 +177,11 @@ def search(
     return Listing(rows, matching, totals(db, where))
 
 
-def every_row(db: Session, where: OrderFilter, cutoff: datetime) -> Iterable[OrderRow]:
+def every_row(db: Session, where: OrderFilter, *, now: float, grace: float) -> Iterable[OrderRow]:
     """All matching orders, newest first, read in batches (the CSV export)."""
     stmt = (
         where.apply(select(Order).join(Product, Product.id == Order.product_id))
-        .add_columns(link_state.bucket(cutoff))
+        .add_columns(link_state.bucket(from_epoch(now - grace)))
         .order_by(Order.created_at.desc(), Order.id.desc())
         .execution_options(yield_per=500)
     )

@@ -21,7 +21,6 @@ from basketball_api.admin import Admin, PageOperator, has_page_session, template
 from basketball_api.db import transaction
 from basketball_api.deps import Services, ServicesDep, ThreadStripe
 from basketball_api.errors import DomainError, NotFound
-from basketball_api.link_state import from_epoch
 from basketball_api.models import Category, OrderStatus
 from basketball_api.operators import OperatorName, operator_errors
 from basketball_api.schemas import MAX_ID, OrderId
@@ -88,23 +87,18 @@ def _query_of(where: OrderFilter) -> dict[str, str]:
     return {k: str(v) for k, v in values.items() if v not in (None, "")}
 
 
-def _cutoff(services: Services) -> datetime:
-    """Stripe's clock minus the grace period: links open past it are dead (as in the gauges)."""
-    refresher = services.refresher
-    return from_epoch(refresher.source.stripe_now() - refresher.grace)
-
-
 def _search(services: Services, where: OrderFilter, limit: int, offset: int) -> Listing:
+    now, grace = services.refresher.source.stripe_now(), services.refresher.grace
     with transaction(services.sessions) as db:
-        return treasurer.search(db, where, _cutoff(services), limit=limit, offset=offset)
+        return treasurer.search(db, where, now=now, grace=grace, limit=limit, offset=offset)
 
 
 def _csv(services: Services, where: OrderFilter) -> StreamingResponse:
-    cutoff = _cutoff(services)
+    now, grace = services.refresher.source.stripe_now(), services.refresher.grace
 
     def lines() -> Iterator[str]:
         with transaction(services.sessions) as db:
-            yield from treasurer.csv_lines(treasurer.every_row(db, where, cutoff))
+            yield from treasurer.csv_lines(treasurer.every_row(db, where, now=now, grace=grace))
 
     name = f"orders-{datetime.now(UTC):%Y-%m-%d}.csv"
     return StreamingResponse(
