@@ -7,7 +7,9 @@ imports ``stripe``.
 
 Reads go through the SDK's ``raw_request_async`` and are turned into small snapshots straight
 from the JSON: building the SDK's ``StripeObject`` tree costs ~35 ms of CPU per 100-session
-list page, on the event loop, against ~2 ms for the JSON alone. Writes keep the typed calls.
+list page against ~2 ms for the JSON alone. A gateway built from the settings makes its reads
+in the reader process (:mod:`basketball_api.stripe_reader`), so receiving and decoding pages
+never holds the event loop. Writes keep the typed calls, here.
 """
 
 from __future__ import annotations
@@ -18,16 +20,20 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import astuple, dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
 import stripe
 
-from basketball_api.metrics import Metrics
-from basketball_api.settings import Settings
+from basketball_api import stripe_reader
+
+if TYPE_CHECKING:  # not imported at run time: the reader process loads this module alone
+    from basketball_api.metrics import Metrics
+    from basketball_api.settings import Settings
 
 T = TypeVar("T")
 
@@ -116,6 +122,53 @@ class SessionEvent:
     session: SessionSnapshot
 
 
+@dataclass(frozen=True)
+class Connection:
+    """How to reach Stripe, and how fast: all a gateway is built from (here, and in the reader
+    process, which builds its own from what a request names)."""
+
+    api_key: str
+    api_base: str
+    timeout_seconds: float = 10.0
+    max_network_retries: int = 2
+    rate_limit_per_second: float = 20.0
+    max_concurrency: int = 8
+    rate_limit_retries: int = 4
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Connection:
+        return cls(
+            settings.stripe_api_key.get_secret_value(),
+            settings.stripe_api_base,
+            settings.stripe_timeout_seconds,
+            settings.stripe_max_network_retries,
+            settings.stripe_rate_limit_per_second,
+            settings.stripe_max_concurrency,
+            settings.stripe_rate_limit_retries,
+        )
+
+    def client(self) -> tuple[stripe.StripeClient, stripe.HTTPXClient]:
+        http = stripe.HTTPXClient(timeout=self.timeout_seconds)
+        client = stripe.StripeClient(
+            self.api_key,
+            base_addresses={"api": self.api_base},
+            http_client=http,
+            max_network_retries=self.max_network_retries,
+        )
+        return client, http
+
+
+# What a GET's JSON is read as: one session, a page of sessions, a page of events.
+Shape = Literal["session", "sessions", "events"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    items: list[Any]  # SessionSnapshot (session, sessions) or SessionEvent (events)
+    has_more: bool
+    headers: Mapping[str, str]  # the Date header only: Stripe's clock
+
+
 class Pacer:
     """Sends at most ``rate`` requests per second: never more than ``floor(rate)`` in any
     sliding window of ``floor(rate) / rate`` seconds (one second for a whole rate, as Stripe
@@ -170,9 +223,13 @@ class StripeGateway:
         rate_limit_retries: int = 4,
         metrics: Metrics | None = None,
         http_client: stripe.HTTPXClient | None = None,
+        reads_elsewhere: tuple[stripe_reader.Reader, Connection] | None = None,
     ) -> None:
+        """``reads_elsewhere``: make the reads in that reader's process, which reaches Stripe
+        by that connection (see :meth:`connect`); without it they are made here."""
         self._client = client
         self._http_client = http_client
+        self._reads_elsewhere = reads_elsewhere
         self._rate = rate_limit_per_second
         self._pacers: dict[str, Pacer] = {}
         self._concurrency = asyncio.Semaphore(max_concurrency)
@@ -183,22 +240,31 @@ class StripeGateway:
         self._clock_floor = 0.0  # Stripe's clock as last reported: it never moves backwards
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> StripeGateway:
-        http_client = stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds)
-        client = stripe.StripeClient(
-            settings.stripe_api_key.get_secret_value(),
-            base_addresses={"api": settings.stripe_api_base},
-            http_client=http_client,
-            max_network_retries=settings.stripe_max_network_retries,
-        )
+    def connect(
+        cls,
+        connection: Connection,
+        metrics: Metrics | None = None,
+        *,
+        reader: stripe_reader.Reader | None = None,
+    ) -> StripeGateway:
+        """A gateway reaching Stripe by ``connection``; its reads are made in ``reader``'s
+        process when one is given."""
+        client, http_client = connection.client()
         return cls(
             client,
-            rate_limit_per_second=settings.stripe_rate_limit_per_second,
-            max_concurrency=settings.stripe_max_concurrency,
-            rate_limit_retries=settings.stripe_rate_limit_retries,
+            rate_limit_per_second=connection.rate_limit_per_second,
+            max_concurrency=connection.max_concurrency,
+            rate_limit_retries=connection.rate_limit_retries,
             metrics=metrics,
             http_client=http_client,
+            reads_elsewhere=None if reader is None else (reader, connection),
         )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> StripeGateway:
+        """The service's gateway: its reads are made in the process's reader, off the loop."""
+        connection = Connection.from_settings(settings)
+        return cls.connect(connection, metrics, reader=stripe_reader.shared())
 
     async def aclose(self) -> None:
         if self._http_client is not None:
@@ -275,10 +341,14 @@ class StripeGateway:
         return SessionSnapshot.from_stripe(obj)
 
     async def retrieve_session(self, session_id: str) -> SessionSnapshot:
-        data = await self._get(
-            "GET /v1/checkout/sessions/{id}", f"/v1/checkout/sessions/{_path_safe(session_id)}"
+        page = await self._read(
+            "GET /v1/checkout/sessions/{id}",
+            f"/v1/checkout/sessions/{_path_safe(session_id)}",
+            {},
+            "session",
         )
-        return SessionSnapshot.from_stripe(data)
+        snapshot: SessionSnapshot = page.items[0]
+        return snapshot
 
     async def expire_session(self, session_id: str) -> SessionSnapshot:
         obj = await self._call(
@@ -309,10 +379,11 @@ class StripeGateway:
                 params["status"] = status
             if starting_after is not None:
                 params["starting_after"] = starting_after
-            page = await self._get("GET /v1/checkout/sessions", "/v1/checkout/sessions", params)
-            items = [SessionSnapshot.from_stripe(s) for s in page.get("data") or ()]
-            more = bool(page.get("has_more"))
-            del page  # ~30,000 objects: never kept alive while the caller waits (see _get)
+            page = await self._read(
+                "GET /v1/checkout/sessions", "/v1/checkout/sessions", params, "sessions"
+            )
+            items: list[SessionSnapshot] = page.items
+            more = page.has_more
             if items:
                 yield items
             if not more or not items:
@@ -333,10 +404,9 @@ class StripeGateway:
             }
             if starting_after is not None:
                 params["starting_after"] = starting_after
-            page = await self._get("GET /v1/events", "/v1/events", params)
-            batch = [_event(e) for e in page.get("data") or ()]
-            more = bool(page.get("has_more"))
-            del page
+            page = await self._read("GET /v1/events", "/v1/events", params, "events")
+            batch: list[SessionEvent] = page.items
+            more = page.has_more
             if batch:
                 yield batch
             if not more or not batch:
@@ -345,19 +415,34 @@ class StripeGateway:
 
     # -- the wall ------------------------------------------------------------------------
 
-    async def _get(
-        self, endpoint: str, path: str, params: dict[str, Any] | None = None
-    ) -> Mapping[str, Any]:
-        """A GET whose JSON body is returned as parsed, without the SDK's object tree."""
-        response = await self._call(
-            endpoint, lambda: self._client.raw_request_async("get", path, **(params or {}))
-        )
-        data = response.data
-        if not isinstance(data, Mapping):
-            raise StripeUnavailable(
-                f"Stripe answered {endpoint} with no JSON object", "bad_response"
+    async def _read(self, endpoint: str, path: str, params: dict[str, Any], shape: Shape) -> _Page:
+        """A GET read as ``shape`` straight from its JSON, without the SDK's object tree: in
+        the reader process when the gateway has one, else here."""
+        if self._reads_elsewhere is None:
+            response = await self._call(
+                endpoint, lambda: self._client.raw_request_async("get", path, **params)
             )
-        return data
+            return _page(endpoint, shape, response.data, response.headers)
+        reader, connection = self._reads_elsewhere
+        request = {
+            "connection": astuple(connection),
+            "endpoint": endpoint,
+            "path": path,
+            "params": params,
+            "shape": shape,
+        }
+        try:
+            answer = await reader.ask(request)
+        except stripe_reader.ReaderGone as e:
+            self.calls += 1
+            self._count(endpoint, "connection")
+            raise StripeUnavailable(f"Stripe unreachable on {endpoint}: {e}", "connection") from e
+        for outcome in answer["outcomes"]:  # each attempt the reader made (429s retried)
+            self.calls += 1
+            self._count(endpoint, outcome)
+        page = _page_of_answer(shape, answer)
+        self._note_server_time(page)
+        return page
 
     async def _call(
         self, endpoint: str, fn: Callable[[], Awaitable[T]], *, send_by: float | None = None
@@ -400,6 +485,9 @@ class StripeGateway:
             await asyncio.sleep(random.uniform(0, min(8.0, 0.25 * 2**attempt)))
 
     def _count(self, endpoint: str, outcome: str) -> None:
+        answering = _answering.get()
+        if answering is not None:
+            answering.append(outcome)
         if self._metrics is not None:
             self._metrics.stripe_requests.labels(endpoint=endpoint, outcome=outcome).inc()
 
@@ -482,3 +570,98 @@ def _translate(endpoint: str, error: stripe.StripeError) -> StripeFailure:
         reason = "server_error" if status >= 500 else "bad_response"
         return StripeUnavailable(f"Stripe failed on {endpoint}: {message}", reason)
     return StripeUnavailable(f"Stripe error on {endpoint}: {message}", "stripe_error")
+
+
+# -- reads, here or in the reader process ----------------------------------------------------
+
+
+def _page(endpoint: str, shape: Shape, data: object, headers: object) -> _Page:
+    if not isinstance(data, Mapping):
+        raise StripeUnavailable(f"Stripe answered {endpoint} with no JSON object", "bad_response")
+    date = headers.get("date") if isinstance(headers, Mapping) else None
+    kept = {"date": date} if date else {}
+    if shape == "session":
+        return _Page([SessionSnapshot.from_stripe(data)], False, kept)
+    found = data.get("data") or ()
+    items: list[Any] = [
+        _event(e) if shape == "events" else SessionSnapshot.from_stripe(e) for e in found
+    ]
+    return _Page(items, bool(data.get("has_more")), kept)
+
+
+def _row(item: SessionSnapshot | SessionEvent) -> list[Any]:
+    if isinstance(item, SessionEvent):
+        return [item.id, item.type, item.created, list(astuple(item.session))]
+    return list(astuple(item))
+
+
+def _page_of_answer(shape: Shape, answer: Mapping[str, Any]) -> _Page:
+    """The page a reader process's answer tells, or the failure it tells, raised."""
+    if "failure" in answer:
+        kind, message, reason, missing, never_sent = answer["failure"]
+        failure: StripeFailure
+        if kind == "rejected":
+            failure = StripeRejected(message, reason, missing=missing)
+        else:
+            failure = StripeUnavailable(message, reason)
+            failure.never_sent = never_sent
+        raise failure
+    rows = answer["items"]
+    if shape == "events":
+        items: list[Any] = [
+            SessionEvent(i, t, c, SessionSnapshot(*session)) for i, t, c, session in rows
+        ]
+    else:
+        items = [SessionSnapshot(*row) for row in rows]
+    date = answer.get("date")
+    return _Page(items, bool(answer["has_more"]), {"date": date} if date else {})
+
+
+# In the reader process: its gateways (one per connection) and, while it answers a request,
+# the outcome of each attempt made for it (the asking gateway counts them as its own).
+_gateways: dict[Connection, StripeGateway] = {}
+_answering: ContextVar[list[str] | None] = ContextVar("answering", default=None)
+
+
+async def answer_read(request: Mapping[str, Any]) -> dict[str, Any]:
+    """In the reader process: make one read as the asking gateway would have (paced, bounded
+    and retried here, where it is sent) and answer with its rows or its failure; never raises."""
+    endpoint = str(request.get("endpoint"))
+    outcomes: list[str] = []
+    _answering.set(outcomes)
+    try:
+        connection = Connection(*request["connection"])
+        gateway = _gateways.get(connection)
+        if gateway is None:
+            gateway = _gateways[connection] = StripeGateway.connect(connection)
+        page = await gateway._read(endpoint, request["path"], request["params"], request["shape"])
+        return {
+            "items": [_row(x) for x in page.items],
+            "has_more": page.has_more,
+            "date": page.headers.get("date"),
+            "outcomes": outcomes,
+        }
+    except StripeFailure as failure:
+        return {"failure": _failure_fields(failure), "outcomes": outcomes}
+    except Exception as e:  # an answer the gateway can report, whatever went wrong
+        text = f"Stripe answered {endpoint} unreadably: {type(e).__name__}: {e}"
+        return {
+            "failure": ["unavailable", text, "bad_response", False, False],
+            "outcomes": outcomes,
+        }
+
+
+def _failure_fields(failure: StripeFailure) -> list[Any]:
+    """A failure as the answer carries it. Its causes do not cross the pipe: the innermost
+    one (a read timeout, a refused connection, under the SDK's error) is named in the first
+    line of the text, as the refresher's log names a cause."""
+    message = str(failure)
+    root: BaseException = failure
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if root is not failure:
+        first, newline, rest = message.partition("\n")
+        message = f"{first} (cause: {type(root).__name__}){newline}{rest}"
+    if isinstance(failure, StripeRejected):
+        return ["rejected", message, failure.reason, failure.missing, False]
+    return ["unavailable", message, failure.reason, False, failure.never_sent]

@@ -16,7 +16,8 @@ import pytest
 import stripe
 from tests.contract.support import SANDBOX_KEY, STRIPE_API, Target, stripe_test_key
 
-from basketball_api.stripe_gateway import StripeGateway
+from basketball_api import stripe_reader
+from basketball_api.stripe_gateway import Connection, StripeGateway
 from stripe_sandbox.app import create_app
 from stripe_sandbox.config import SandboxConfig
 from stripe_sandbox.control import SandboxControl
@@ -48,14 +49,15 @@ def client(target: Target) -> Iterator[stripe.StripeClient]:
 
 @pytest.fixture
 async def gateway(target: Target) -> AsyncIterator[StripeGateway]:
-    """The service's own wall over the SDK, as the service builds it."""
-    http = stripe.HTTPXClient(timeout=30)
-    sdk = stripe.StripeClient(
+    """The service's own wall over the SDK, as the service builds it (its reads made in the
+    reader process)."""
+    connection = Connection(
         target.api_key,
-        base_addresses={"api": target.api_base},
-        http_client=http,
+        target.api_base,
+        timeout_seconds=30,
         max_network_retries=2 if target.name == "stripe" else 0,
+        rate_limit_per_second=5.0,
     )
-    gw = StripeGateway(sdk, rate_limit_per_second=5.0, http_client=http)
+    gw = StripeGateway.connect(connection, reader=stripe_reader.shared())
     yield gw
     await gw.aclose()
