@@ -5,8 +5,10 @@ reads made on the event loop, the same failures, and a child that dies costs one
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +20,7 @@ from pydantic import SecretStr
 from tests.sandbox_fixtures import KEY
 
 from basketball_api import stripe_reader
+from basketball_api.app import create_app
 from basketball_api.metrics import Metrics
 from basketball_api.settings import Settings
 from basketball_api.stripe_gateway import (
@@ -210,6 +213,11 @@ async def test_a_reader_that_dies_fails_the_reads_waiting_and_the_next_read_star
         assert raised.value.reason == "connection"
         assert "reader process ended" in str(raised.value)
     control.clear_faults()
+    # A child is not restarted more than once per RESTART_AFTER_SECONDS (one crashing at start
+    # must not cost an interpreter per read); reads meanwhile fail at once.
+    with pytest.raises(StripeUnavailable, match="restarting in"):
+        await gateway.retrieve_session("cs_test_meanwhile")
+    await asyncio.sleep(stripe_reader.RESTART_AFTER_SECONDS)
     assert [p async for p in gateway.event_pages(created_gte=0, types=["x.y"])] == []
     assert reader.pid not in (None, first)
     assert outcomes(metrics)[("GET /v1/events", "connection")] == 1
@@ -290,3 +298,95 @@ async def test_the_services_gateway_reads_nothing_on_its_event_loop(
     assert [e.session.id for page in events for e in page] == [ids[0]]
     assert (await gateway.retrieve_session(ids[1])).status == "open"
     await gateway.aclose()
+
+
+def test_the_service_starts_its_reader_when_it_starts(server: BackgroundServer) -> None:
+    """Started by the first read instead, the child loaded the SDK (~0.5 s of CPU) while the
+    first refresh waited and ``/metrics`` was scraped."""
+    reader = stripe_reader.shared()
+    reader.close()
+    assert reader.pid is None
+    settings = Settings(
+        database_url="sqlite://", stripe_api_base=server.url, stripe_api_key=SecretStr(KEY)
+    )
+    app = create_app(settings, start_refresher=False)
+    with BackgroundServer(app):
+        assert reader.pid is not None
+
+
+# -- the protocol's failure paths, with stand-in children -------------------------------------
+
+SILENT_CHILD = """
+import sys
+with open(sys.argv[1], "a") as seen:
+    for line in sys.stdin:
+        seen.write(line)
+        seen.flush()
+"""
+
+NOISY_CHILD = """
+import json, sys
+for line in sys.stdin:
+    request = json.loads(line)
+    for junk in ("not json", "[1]", '{"id": null}', '{"no": 1}', '{"id": 999}'):
+        print(junk)
+    print(json.dumps({"id": request["id"], "echo": request["x"]}), flush=True)
+"""
+
+
+async def test_a_read_the_child_never_answers_fails_in_time_and_is_cancelled_there(
+    tmp_path: Any,
+) -> None:
+    seen = tmp_path / "seen"
+    reader = stripe_reader.Reader([sys.executable, "-c", SILENT_CHILD, str(seen)])
+    try:
+        with pytest.raises(stripe_reader.ReaderGone, match=r"did not answer in 0\.5 s"):
+            await reader.ask({"x": 1}, within=0.5)
+        reader.close()  # the child has then read everything, and ended
+        request, cancel = (json.loads(line) for line in seen.read_text().splitlines())
+        assert request["x"] == 1
+        assert cancel == {"cancel": request["id"]}
+    finally:
+        reader.close()
+
+
+async def test_lines_that_are_not_answers_are_skipped(tmp_path: Any) -> None:
+    reader = stripe_reader.Reader([sys.executable, "-c", NOISY_CHILD])
+    try:
+        answers = await asyncio.gather(*(reader.ask({"x": n}, within=10) for n in range(5)))
+        assert [a["echo"] for a in answers] == list(range(5))
+    finally:
+        reader.close()
+
+
+async def test_a_child_that_cannot_start_is_a_connection_failure() -> None:
+    reader = stripe_reader.Reader(["/nonexistent/python", "-m", "basketball_api.stripe_reader"])
+    with pytest.raises(stripe_reader.ReaderGone, match="could not start"):
+        await reader.ask({"x": 1}, within=5)
+
+
+async def test_the_child_cancels_a_request_its_parent_gave_up() -> None:
+    requests_r, requests_w = os.pipe()
+    answers_r, answers_w = os.pipe()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def answer(request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("slow"):
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        return {"fine": True}
+
+    with os.fdopen(requests_r, "rb", buffering=0) as stdin, os.fdopen(answers_w, "wb") as out:
+        serving = asyncio.ensure_future(stripe_reader.serve(answer, stdin, out))
+        os.write(requests_w, b'{"id": 1, "slow": true}\n{"id": 2}\n')
+        await asyncio.wait_for(started.wait(), 5)
+        os.write(requests_w, b'{"cancel": 1}\n{"cancel": 7}\n')  # 7: unknown, ignored
+        await asyncio.wait_for(cancelled.wait(), 5)
+        os.close(requests_w)  # the parent ended
+        await asyncio.wait_for(serving, 5)
+    with os.fdopen(answers_r, "rb") as answers:
+        assert [json.loads(line) for line in answers] == [{"fine": True, "id": 2}]

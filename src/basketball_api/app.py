@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None, *, start_refresher: bool = True
         engine = make_engine(settings.database_url)
         factory = make_session_factory(engine)
         gateway = StripeGateway.from_settings(settings, metrics)
+        gateway.start()
 
         async def heal(session_ids: list[str]) -> list[str]:
             def work() -> list[str]:

@@ -9,12 +9,15 @@ Reads go through the SDK's ``raw_request_async`` and are turned into small snaps
 from the JSON: building the SDK's ``StripeObject`` tree costs ~35 ms of CPU per 100-session
 list page against ~2 ms for the JSON alone. A gateway built from the settings makes its reads
 in the reader process (:mod:`basketball_api.stripe_reader`), so receiving and decoding pages
-never holds the event loop. Writes keep the typed calls, here.
+never holds the event loop; that process's own gateway paces, bounds and retries them, so reads
+and writes each have a concurrency bound of ``STRIPE_MAX_CONCURRENCY``. Writes keep the typed
+calls, here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
@@ -127,7 +130,7 @@ class Connection:
     """How to reach Stripe, and how fast: all a gateway is built from (here, and in the reader
     process, which builds its own from what a request names)."""
 
-    api_key: str
+    api_key: str = field(repr=False)
     api_base: str
     timeout_seconds: float = 10.0
     max_network_retries: int = 2
@@ -146,6 +149,12 @@ class Connection:
             settings.stripe_max_concurrency,
             settings.stripe_rate_limit_retries,
         )
+
+    def longest_read_seconds(self) -> float:
+        """How long one read can take, every retry and backoff included, and a minute for its
+        turn at the pacer and the concurrency bound: past it, the reader lost it."""
+        attempt = self.timeout_seconds * (self.max_network_retries + 1) + 8.0
+        return attempt * (self.rate_limit_retries + 1) + 60.0
 
     def client(self) -> tuple[stripe.StripeClient, stripe.HTTPXClient]:
         http = stripe.HTTPXClient(timeout=self.timeout_seconds)
@@ -265,6 +274,13 @@ class StripeGateway:
         """The service's gateway: its reads are made in the process's reader, off the loop."""
         connection = Connection.from_settings(settings)
         return cls.connect(connection, metrics, reader=stripe_reader.shared())
+
+    def start(self) -> None:
+        """Start the reader process now, at the service's start, not at its first read (if it
+        cannot start, the first read says why)."""
+        if self._reads_elsewhere is not None:
+            with contextlib.suppress(stripe_reader.ReaderGone):
+                self._reads_elsewhere[0].start()
 
     async def aclose(self) -> None:
         if self._http_client is not None:
@@ -432,7 +448,7 @@ class StripeGateway:
             "shape": shape,
         }
         try:
-            answer = await reader.ask(request)
+            answer = await reader.ask(request, within=connection.longest_read_seconds())
         except stripe_reader.ReaderGone as e:
             self.calls += 1
             self._count(endpoint, "connection")

@@ -7,15 +7,17 @@ p99 during a listing at 100,000 links (docs/performance.md). Here a child proces
 GETs and answers each with one JSON line of the snapshots' fields; this process only parses
 that line, in a reader thread (about 0.2 ms a page).
 
-One child per process, started by the first read and shared by every gateway of the process
-(tests run several apps, each on its own event loop); it serves its requests concurrently.
-The pacer, the concurrency bound and the 429 backoff stay in the gateway, which counts every
-call as before. The child exits when its standard input closes, so it never outlives this
-process. If it dies, the reads waiting on it fail (:class:`ReaderGone`) and the next read
-starts a new one.
+One child per process, started with the service (or by the first read) and shared by every
+gateway of the process (tests run several apps, each on its own event loop); it serves its
+requests concurrently, paced, bounded and retried there, where they are sent (see
+``stripe_gateway.answer_read``). The child exits when its standard input closes, so it never
+outlives this process. If it dies, the reads waiting on it fail (:class:`ReaderGone`) and the
+next read starts a new one, at most one start per :data:`RESTART_AFTER_SECONDS`. A read whose
+waiter is cancelled (a refresh deadline) is cancelled in the child too.
 
-The protocol, one JSON object a line: a request is ``{"id", ...}`` as the gateway writes it;
-the answer carries the same ``id`` (see ``stripe_gateway.answer_read``).
+The protocol, one JSON object a line: a request is the gateway's object plus an ``id``, or
+``{"cancel": id}``; an answer is an object with the same ``id``. The child writes its answers to
+a descriptor of its own: anything else printed to its standard output goes to standard error.
 """
 
 from __future__ import annotations
@@ -25,33 +27,39 @@ import atexit
 import contextlib
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import IO, Any
 
 Request = dict[str, Any]
 Answer = dict[str, Any]
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Answer | None]"]
 
-LINE_LIMIT = 16 * 1024 * 1024  # one answer line at most (a page of 100 sessions is ~40 kB)
+LINE_LIMIT = 16 * 1024 * 1024  # one line at most (a page of 100 sessions is ~40 kB)
+RESTART_AFTER_SECONDS = 2.0  # a child that died is replaced no sooner than this after the last
+COMMAND = (sys.executable, "-m", "basketball_api.stripe_reader")
 
 
 class ReaderGone(ConnectionError):
-    """The reader process ended (or could not be written to) before it answered."""
+    """The reader process could not be started, ended, could not be written to, or did not
+    answer in time."""
 
 
 class _Child:
-    def __init__(self, lock: threading.Lock) -> None:
+    def __init__(self, lock: threading.Lock, command: Sequence[str]) -> None:
         self._lock = lock
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "basketball_api.stripe_reader"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True
+            )
+        except OSError as e:
+            raise ReaderGone(f"the Stripe reader process could not start: {e}") from e
         self.pending: dict[int, _Waiter] = {}
         self.alive = True
         # Lines are written under a lock of their own, never under the one that guards
@@ -63,10 +71,9 @@ class _Child:
         )
         self._thread.start()
 
-    def send(self, request: Request) -> None:
+    def send(self, line: bytes) -> None:
         stdin = self.proc.stdin
         assert stdin is not None
-        line = json.dumps(request, separators=(",", ":")).encode() + b"\n"
         with self._writing:
             stdin.write(line)
             stdin.flush()
@@ -74,31 +81,46 @@ class _Child:
     def _read(self) -> None:
         stdout = self.proc.stdout
         assert stdout is not None
-        for line in stdout:
-            try:
-                answer: Answer = json.loads(line)
-            except ValueError:
-                continue
-            with self._lock:
-                waiter = self.pending.pop(int(answer.get("id", -1)), None)
-            if waiter is not None:
-                _deliver(waiter, answer)
+        try:
+            for line in stdout:
+                waiter, answer = None, None
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    answer = json.loads(line)
+                    with self._lock:
+                        waiter = self.pending.pop(int(answer["id"]), None)
+                if waiter is not None:
+                    _deliver(waiter, answer)
+        except (OSError, ValueError):  # its standard output closed under us
+            pass
+        finally:
+            self._ended(stdout)
+
+    def _ended(self, stdout: IO[bytes]) -> None:
         with self._lock:
             self.alive = False
-            gone = list(self.pending.values())
-            self.pending.clear()
         with self._writing, contextlib.suppress(OSError):  # nothing is written to it any more
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
+        stdout.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        with self._lock:
+            gone = list(self.pending.values())
+            self.pending.clear()
         for waiter in gone:
             _deliver(waiter, None)
-        stdout.close()
-        self.proc.wait()
 
     def close(self, timeout: float) -> None:
-        with self._writing, contextlib.suppress(OSError):
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
+        if self._writing.acquire(timeout=timeout):
+            try:
+                with contextlib.suppress(OSError):
+                    if self.proc.stdin is not None:
+                        self.proc.stdin.close()
+            finally:
+                self._writing.release()
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -118,41 +140,69 @@ def _settle(future: asyncio.Future[Answer | None], answer: Answer | None) -> Non
         future.set_result(answer)
 
 
+def _line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
 class Reader:
     """This process's side: sends requests to the child and hands each answer to its waiter."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: Sequence[str] = COMMAND) -> None:
+        self._command = tuple(command)
         self._lock = threading.Lock()
         self._child: _Child | None = None
+        self._started_at = -RESTART_AFTER_SECONDS
         self._ids = itertools.count(1)
 
-    async def ask(self, request: Request) -> Answer:
+    async def ask(self, request: Request, *, within: float) -> Answer:
+        """The child's answer to ``request``; :class:`ReaderGone` if there is none within
+        ``within`` seconds (the request is then cancelled in the child)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer | None] = loop.create_future()
+        request_id = next(self._ids)
+        line = _line({**request, "id": request_id})  # before anything is registered
         with self._lock:
-            child = self._child
-            if child is None or not child.alive:
-                child = self._child = _Child(self._lock)
-            request_id = next(self._ids)
+            child = self._running()
             child.pending[request_id] = (loop, future)
+        answered = False
         try:
-            child.send({**request, "id": request_id})
+            child.send(line)
+            async with asyncio.timeout(within):
+                answer = await future
+            answered = True
+        except TimeoutError as e:  # before OSError, of which it is a subclass
+            raise ReaderGone(f"the Stripe reader process did not answer in {within:g} s") from e
         except (OSError, ValueError) as e:  # ValueError: its standard input is closed
-            with self._lock:
-                child.pending.pop(request_id, None)
-                child.alive = False
             raise ReaderGone(f"the Stripe reader process cannot be written to: {e}") from e
-        try:
-            answer = await future
         finally:
             with self._lock:
                 child.pending.pop(request_id, None)
+            if not answered:
+                with contextlib.suppress(OSError, ValueError):
+                    child.send(_line({"cancel": request_id}))
         if answer is None:
             raise ReaderGone(
-                f"the Stripe reader process ended (exit code {child.proc.poll()}) before "
+                f"the Stripe reader process ended (exit code {child.proc.returncode}) before "
                 "it answered"
             )
         return answer
+
+    def start(self) -> None:
+        """Start the child now if none runs (the first read would otherwise start it, and
+        wait while it loads the SDK: ~0.5 s of CPU)."""
+        with self._lock:
+            self._running()
+
+    def _running(self) -> _Child:
+        child = self._child
+        if child is not None and child.alive:
+            return child
+        wait = self._started_at + RESTART_AFTER_SECONDS - time.monotonic()
+        if child is not None and wait > 0:
+            raise ReaderGone(f"the Stripe reader process ended; restarting in {wait:.1f} s")
+        self._started_at = time.monotonic()
+        self._child = _Child(self._lock, self._command)
+        return self._child
 
     @property
     def pid(self) -> int | None:
@@ -165,6 +215,7 @@ class Reader:
         """Stop the child (it finishes nothing: waiting reads fail with :class:`ReaderGone`)."""
         with self._lock:
             child, self._child = self._child, None
+            self._started_at = -RESTART_AFTER_SECONDS
         if child is not None:
             child.close(timeout)
 
@@ -181,33 +232,51 @@ def shared() -> Reader:
 # -- the child ----------------------------------------------------------------------------
 
 
-async def serve(answer: Callable[[Request], Awaitable[Answer]], stdin: IO[bytes]) -> None:
-    """Answer each request line of ``stdin`` concurrently, until it closes."""
+async def serve(
+    answer: Callable[[Request], Awaitable[Answer]], stdin: IO[bytes], out: IO[bytes]
+) -> None:
+    """Answer each request line of ``stdin`` on ``out``, concurrently, until ``stdin`` closes;
+    a ``{"cancel": id}`` line cancels that request (nothing is answered for it)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=LINE_LIMIT)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
-    out = sys.stdout.buffer
-    running: set[asyncio.Task[None]] = set()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+    running: dict[int, asyncio.Task[None]] = {}
 
     async def one(request: Request) -> None:
         reply = await answer(request)
-        out.write(json.dumps({**reply, "id": request["id"]}, separators=(",", ":")).encode())
-        out.write(b"\n")
+        out.write(_line({**reply, "id": request["id"]}))
         out.flush()
 
-    while line := await reader.readline():
-        task = asyncio.create_task(one(json.loads(line)))
-        running.add(task)
-        task.add_done_callback(running.discard)
+    try:
+        while line := await reader.readline():
+            request = json.loads(line)
+            if "cancel" in request:
+                task = running.get(request["cancel"])
+                if task is not None:
+                    task.cancel()
+                continue
+            request_id: int = request["id"]
+            task = running[request_id] = asyncio.create_task(one(request))
+            task.add_done_callback(partial(_forget, running, request_id))
+    finally:
+        transport.close()
+
+
+def _forget(running: dict[int, asyncio.Task[None]], request_id: int, _: object) -> None:
+    running.pop(request_id, None)
 
 
 def main() -> None:
-    # Ctrl-C in a terminal reaches the whole process group: the parent decides when this ends
-    # (it closes our standard input), so the child does not print a traceback of its own.
+    # The parent decides when this ends (it closes our standard input): a Ctrl-C in a terminal
+    # or a SIGTERM to the whole process group must not cut the reads of a graceful shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Answers go to a descriptor of their own; a stray print goes to standard error.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
     from basketball_api.stripe_gateway import answer_read
 
-    asyncio.run(serve(answer_read, sys.stdin.buffer))
+    asyncio.run(serve(answer_read, sys.stdin.buffer, out))
 
 
 if __name__ == "__main__":
