@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import stripe
 from pydantic import SecretStr
+from tests.contract.support import session_params
 from tests.sandbox_fixtures import KEY
 
 from basketball_api import stripe_reader
@@ -77,29 +78,8 @@ def outcomes(metrics: Metrics) -> dict[tuple[str, str], float]:
 
 
 def make_sessions(sdk: stripe.StripeClient, n: int) -> list[str]:
-    ids = []
-    for i in range(n):
-        session = sdk.v1.checkout.sessions.create(
-            params={
-                "mode": "payment",
-                "line_items": [
-                    {
-                        "price_data": {
-                            "currency": "usd",
-                            "unit_amount": 2500 + i,
-                            "product_data": {"name": f"Jersey {i}"},
-                        },
-                        "quantity": 1,
-                    }
-                ],
-                "client_reference_id": str(i),
-                "metadata": {"order_id": str(i), "category": "jersey"},
-                "success_url": "https://club.example/ok",
-                "after_expiration": {"recovery": {"enabled": True}},
-            }
-        )
-        ids.append(session.id)
-    return ids
+    """Sessions as the service creates them (metadata, recovery URL and all)."""
+    return [sdk.v1.checkout.sessions.create(params=session_params(str(i))).id for i in range(n)]
 
 
 async def test_reads_in_the_reader_process_answer_as_reads_made_here(
