@@ -221,7 +221,7 @@ def test_one_reader_serves_gateways_on_several_event_loops_at_once(
 
         found[n] = asyncio.run(read())
 
-    threads = [threading.Thread(target=on_its_own_loop, args=(n,)) for n in range(4)]
+    threads = [threading.Thread(target=on_its_own_loop, args=(n,), daemon=True) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:

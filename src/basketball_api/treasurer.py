@@ -165,28 +165,30 @@ def search(
 
     Each order's link state is the gauges' bucket of it at Stripe's time ``now`` and ``grace``,
     read in the same query (the order's copy of its current link)."""
-    base = where.apply(select(Order).join(Product, Product.id == Order.product_id))
-    page = db.execute(
-        base.add_columns(link_state.bucket(from_epoch(now - grace)))
-        .order_by(Order.created_at.desc(), Order.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    matching = db.scalar(select(func.count()).select_from(base.subquery())) or 0
+    page = db.execute(_newest_first(where, now, grace).limit(limit).offset(offset)).all()
+    matching = db.scalar(select(func.count()).select_from(_matching(where).subquery())) or 0
     rows = [_row(order, _link(order, bucket)) for order, bucket in page]
     return Listing(rows, matching, totals(db, where))
 
 
 def every_row(db: Session, where: OrderFilter, *, now: float, grace: float) -> Iterable[OrderRow]:
     """All matching orders, newest first, read in batches (the CSV export)."""
-    stmt = (
-        where.apply(select(Order).join(Product, Product.id == Order.product_id))
-        .add_columns(link_state.bucket(from_epoch(now - grace)))
-        .order_by(Order.created_at.desc(), Order.id.desc())
-        .execution_options(yield_per=500)
-    )
+    stmt = _newest_first(where, now, grace).execution_options(yield_per=500)
     for order, bucket in db.execute(stmt):
         yield _row(order, _link(order, bucket))
+
+
+def _matching(where: OrderFilter) -> Select[Any]:
+    return where.apply(select(Order).join(Product, Product.id == Order.product_id))
+
+
+def _newest_first(where: OrderFilter, now: float, grace: float) -> Select[Any]:
+    """The matching orders with each one's bucket (the gauges' expression), newest first."""
+    return (
+        _matching(where)
+        .add_columns(link_state.bucket(from_epoch(now - grace)))
+        .order_by(Order.created_at.desc(), Order.id.desc())
+    )
 
 
 def _row(order: Order, link: LinkState) -> OrderRow:
