@@ -377,18 +377,20 @@ def bench_app(settings: Settings) -> FastAPI:
 
 def rss_mb() -> float:
     """This process's resident memory (the API runs in it), after a full collection."""
-    import psutil  # type: ignore[import-untyped]
-
     gc.collect()
-    return float(psutil.Process().memory_info().rss) / 2**20
+    return _resident_mb(None)
 
 
 def reader_rss_mb() -> float:
     """The resident memory of the process that makes the API's Stripe reads."""
-    import psutil
-
     pid = stripe_reader.shared().pid
-    return float("nan") if pid is None else float(psutil.Process(pid).memory_info().rss) / 2**20
+    return float("nan") if pid is None else _resident_mb(pid)
+
+
+def _resident_mb(pid: int | None) -> float:
+    import psutil  # type: ignore[import-untyped]
+
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
 
 
 # -- one case ----------------------------------------------------------------------------------
